@@ -1,0 +1,1 @@
+"""Benchmarks and the scripted WebRTC peer they (and the end-to-end tests) talk through."""

@@ -1,0 +1,234 @@
+"""A scripted WebRTC peer: speaks pre-synthesized audio into a session, records what the agent
+says back with arrival times, and collects the `events` data channel.
+
+It is a real aiortc client speaking the runtime's HTTP contract, used by the end-to-end tests
+and by `parley bench latency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import httpx
+import numpy as np
+from aiortc import MediaStreamTrack, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from parley_runtime.audio import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, Resampler, is_voiced
+from parley_runtime.webrtc import peer_connection
+
+_TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
+
+
+@dataclass
+class _Utterance:
+    pcm: np.ndarray
+    last_voiced: int
+    first_voiced: int
+    started: asyncio.Future[float]
+    finished: asyncio.Future[float]
+
+
+class ScriptedMicrophone(MediaStreamTrack):
+    """A paced 48 kHz mono track that sends queued utterances, silence otherwise."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: list[_Utterance] = []
+        self._offset = 0
+        self._start: float | None = None
+        self._sent = 0
+
+    def say(self, pcm: np.ndarray) -> _Utterance:
+        """Queue `pcm` (48 kHz mono int16). `started` resolves with the send time of the first
+        voiced sample, `finished` with that of the last voiced sample."""
+        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 330)
+        loop = asyncio.get_running_loop()
+        utterance = _Utterance(
+            pcm.astype(np.int16),
+            int(loud[-1]) if loud.size else 0,
+            int(loud[0]) if loud.size else 0,
+            loop.create_future(),
+            loop.create_future(),
+        )
+        self._queue.append(utterance)
+        return utterance
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            wait = self._start + self._sent / OUTPUT_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        pcm = self._next()
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = OUTPUT_RATE
+        frame.pts = self._sent
+        frame.time_base = _TIME_BASE
+        self._sent += OUTPUT_FRAME_SAMPLES
+        return frame
+
+    def _next(self) -> np.ndarray:
+        out = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)
+        if not self._queue:
+            return out
+        utterance = self._queue[0]
+        begin, end = self._offset, self._offset + OUTPUT_FRAME_SAMPLES
+        piece = utterance.pcm[begin:end]
+        out[: len(piece)] = piece
+        now = time.monotonic()
+        if begin <= utterance.first_voiced < end and not utterance.started.done():
+            utterance.started.set_result(now)
+        if begin <= utterance.last_voiced < end and not utterance.finished.done():
+            utterance.finished.set_result(now)
+        self._offset = end
+        if end >= len(utterance.pcm):
+            if not utterance.finished.done():
+                utterance.finished.set_result(now)
+            self._queue.pop(0)
+            self._offset = 0
+        return out
+
+
+@dataclass
+class AgentRecorder:
+    """Receives the agent's audio: 48 kHz mono samples plus per-frame arrival times."""
+
+    frames: list[tuple[float, bool]] = field(default_factory=list)
+    chunks: list[np.ndarray] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self, track: MediaStreamTrack) -> None:
+        self._task = asyncio.create_task(self._run(track))
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        resampler = Resampler(OUTPUT_RATE)
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                pcm = resampler.frame(frame)
+                self.chunks.append(pcm)
+                self.frames.append((time.monotonic(), is_voiced(pcm)))
+
+    def audio(self, since: float = 0.0) -> np.ndarray:
+        picked = [c for (t, _), c in zip(self.frames, self.chunks, strict=False) if t >= since]
+        return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int16)
+
+    def first_voiced_after(self, t: float) -> float | None:
+        return next((at for at, voiced in self.frames if at > t and voiced), None)
+
+    def last_voiced(self) -> float | None:
+        return next((at for at, voiced in reversed(self.frames) if voiced), None)
+
+    def voiced_since(self, t: float) -> bool:
+        return any(voiced for at, voiced in self.frames if at > t)
+
+    async def wait_voiced_after(self, t: float, timeout: float) -> float:
+        """Wait for the first audible agent frame received after `t`."""
+        deadline = time.monotonic() + timeout
+        while (first := self.first_voiced_after(t)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no agent audio within {timeout}s")
+            await asyncio.sleep(0.01)
+        return first
+
+    async def wait_quiet(self, quiet_s: float, timeout: float) -> float | None:
+        """Wait until no audible frame has arrived for `quiet_s`; return the last audible one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = self.last_voiced()
+            if last is None or time.monotonic() - last >= quiet_s:
+                return last
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"agent still speaking after {timeout}s")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Peer:
+    """One client session against a running runtime at `base_url`."""
+
+    def __init__(self, base_url: str, ice_servers: list[str] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.pc = peer_connection(ice_servers or [])
+        self.mic = ScriptedMicrophone()
+        self.agent = AgentRecorder()
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.session_id: str | None = None
+        self._changed = asyncio.Event()
+        self._channel_open = asyncio.Event()
+
+    async def connect(self, timeout: float = 30.0, **fields: str) -> None:
+        self.pc.addTransceiver(self.mic, direction="sendrecv")
+        channel = self.pc.createDataChannel("events")
+        channel.on("open", self._channel_open.set)
+        channel.on("message", self._on_message)
+        self.pc.on("track", self.agent.start)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            response = await http.post(
+                f"{self.base_url}/v1/sessions",
+                json={"sdp": self.pc.localDescription.sdp, "type": "offer", **fields},
+            )
+        response.raise_for_status()
+        answer = response.json()
+        self.session_id = answer["id"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await asyncio.wait_for(self._channel_open.wait(), timeout)
+
+    def _on_message(self, message: str) -> None:
+        self.events.append((time.monotonic(), json.loads(message)))
+        self._changed.set()
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float, after: float = 0.0
+    ) -> tuple[float, dict[str, Any]]:
+        """Wait for an event (received after `after`) that satisfies `predicate`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for at, event in self.events:
+                if at >= after and predicate(event):
+                    return at, event
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no matching event within {timeout}s; got {self.kinds()}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def wait_state(self, state: str, timeout: float, after: float = 0.0) -> float:
+        at, _ = await self.wait_for(
+            lambda e: e.get("type") == "state" and e.get("state") == state, timeout, after
+        )
+        return at
+
+    def kinds(self) -> list[str]:
+        return [e.get("state") or e["type"] for _, e in self.events]
+
+    def states(self, after: float = 0.0) -> list[str]:
+        return [e["state"] for at, e in self.events if e["type"] == "state" and at >= after]
+
+    async def close(self) -> None:
+        if self.session_id is not None:
+            with contextlib.suppress(httpx.HTTPError):
+                async with httpx.AsyncClient(timeout=5) as http:
+                    await http.delete(f"{self.base_url}/v1/sessions/{self.session_id}")
+        await self.agent.stop()
+        await self.pc.close()

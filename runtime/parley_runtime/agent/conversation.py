@@ -1,0 +1,313 @@
+"""The per-session conductor: audio in → VAD → endpointing → replies → audio out.
+
+It owns the conversation state and turns the pure decisions (`parley_runtime.turns`) into
+actions: start a speculative reply at a pause, drop it if speech resumes, commit it at the end
+of the turn, pause/clear the agent's audio on barge-in, trim history to what was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from parley_runtime.agent.reply import Reply
+from parley_runtime.asr import SpeechRecognizer
+from parley_runtime.audio import INPUT_RATE, AgentAudioOutput
+from parley_runtime.config import RuntimeSettings
+from parley_runtime.events import EventChannel, error_event, state_event, transcript_event
+from parley_runtime.llm import ChatClient, ChatHistory
+from parley_runtime.telemetry import ConversationObserver, TurnMetrics
+from parley_runtime.tts import TTSService
+from parley_runtime.turns import (
+    AdaptiveSilence,
+    BargeInAction,
+    BargeInGuard,
+    ConversationState,
+    Endpointer,
+    TurnSignal,
+    transition,
+)
+from parley_runtime.vad import SileroVAD
+
+log = logging.getLogger(__name__)
+
+_PREROLL_MS = 300
+#: Speech starting this soon after a commit means the user was cut off, not interrupting.
+_CUT_OFF_WINDOW_MS = 1000
+_PARTIAL_MIN_MS = 800
+
+
+@dataclass
+class Services:
+    """The shared, loaded models and clients every session uses."""
+
+    asr: SpeechRecognizer
+    vad: SileroVAD
+    tts: TTSService
+    llm: ChatClient
+
+
+class Conversation:
+    def __init__(
+        self,
+        services: Services,
+        settings: RuntimeSettings,
+        output: AgentAudioOutput,
+        events: EventChannel,
+        observers: Iterable[ConversationObserver] = (),
+        system_prompt: str | None = None,
+        voice: str | None = None,
+    ) -> None:
+        self._services = services
+        self._settings = settings
+        self._output = output
+        self._events = events
+        self._observers = list(observers)
+        self._voice = voice
+        self.state = ConversationState.IDLE
+        self.history = ChatHistory(
+            system_prompt or settings.system_prompt,
+            settings.history_token_budget,
+            settings.history_rollover_tokens,
+        )
+        self.silence = AdaptiveSilence(
+            settings.endpoint_min_ms, settings.endpoint_max_ms, settings.endpoint_initial_ms
+        )
+        self._vad = services.vad.stream()
+        self._endpointer = Endpointer(
+            self.silence,
+            threshold=settings.vad_threshold,
+            release_threshold=max(0.05, settings.vad_threshold - 0.15),
+            speculate_after_ms=settings.speculate_after_ms,
+        )
+        self._guard = BargeInGuard(settings.barge_in_confirm_ms)
+        self._recent: deque[np.ndarray] = deque()
+        self._recent_samples = 0
+        self._utterance: list[np.ndarray] = []
+        self._utterance_id = 0
+        self._audio_ms = 0.0
+        self._committed_at_ms: float | None = None
+        self._last_partial_ms = 0.0
+        self._partial: asyncio.Task[None] | None = None
+        self._carry_over = ""
+        self.reply: Reply | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self.turns = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._set_state(ConversationState.LISTENING)
+
+    async def close(self) -> None:
+        if self.state is not ConversationState.ENDED:
+            self._set_state(ConversationState.ENDED)
+        tasks = [t for t in (self._partial, self._follower) if t is not None]
+        if self.reply is not None:
+            self.reply.cancel()
+            tasks.append(asyncio.ensure_future(self.reply.wait_closed()))
+            self.reply = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- audio in -------------------------------------------------------------------------
+
+    def feed(self, pcm: np.ndarray) -> None:
+        """16 kHz mono int16 from the user's track, in arrival order."""
+        if self.state is ConversationState.ENDED:
+            return
+        self._audio_ms += len(pcm) * 1000 / INPUT_RATE
+        self._remember(pcm)
+        if self._endpointer.active:
+            self._utterance.append(pcm)
+        for prob in self._vad.feed(pcm):
+            for signal in self._endpointer.update(prob):
+                self._on_signal(signal)
+            if self._guard.pending:
+                action = self._guard.speech_continues(self._endpointer.speech_ms)
+                if action is BargeInAction.CONFIRM:
+                    self._interrupt()
+        self._maybe_partial()
+
+    def _remember(self, pcm: np.ndarray) -> None:
+        self._recent.append(pcm)
+        self._recent_samples += len(pcm)
+        while self._recent_samples - len(self._recent[0]) >= INPUT_RATE * _PREROLL_MS // 1000:
+            self._recent_samples -= len(self._recent.popleft())
+
+    # -- decisions → actions --------------------------------------------------------------
+
+    def _on_signal(self, signal: TurnSignal) -> None:
+        if signal is TurnSignal.SPEECH_START:
+            self._utterance = list(self._recent)
+            self._utterance_id += 1
+            if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
+                self._speech_while_agent_turn()
+        elif signal is TurnSignal.PAUSE:
+            if self._guard.speech_stopped() is BargeInAction.RESUME:
+                self._false_barge_in()
+            elif self.state is ConversationState.LISTENING and self.reply is None:
+                self.reply = self._new_reply(self._utterance_audio())
+        elif signal is TurnSignal.RESUME:
+            if self.reply is not None and not self.reply.committed:
+                self.reply.cancel()
+                self.reply = None
+                self._notify("on_speculation", False)
+        elif signal is TurnSignal.DISCARD:
+            if self._guard.speech_stopped() is BargeInAction.RESUME:
+                self._false_barge_in()
+            self._utterance = []
+        elif signal is TurnSignal.END_OF_TURN:
+            self._end_of_turn()
+
+    def _speech_while_agent_turn(self) -> None:
+        if (
+            self._committed_at_ms is not None
+            and self._audio_ms - self._committed_at_ms < _CUT_OFF_WINDOW_MS
+        ):
+            self.silence.cut_off()
+            self._committed_at_ms = None
+        if self._guard.speech_started() is BargeInAction.PAUSE:
+            self._output.pause()
+
+    def _end_of_turn(self) -> None:
+        if self.state is not ConversationState.LISTENING:
+            return
+        reply = self.reply
+        if reply is None:
+            reply = self._new_reply(self._utterance_audio())
+        else:
+            reply.speculative = True
+            self._notify("on_speculation", True)
+        self._utterance = []
+        self.reply = reply
+        self.turns += 1
+        self._committed_at_ms = self._audio_ms
+        reply.commit()
+        self._set_state(ConversationState.THINKING)
+        self._follower = asyncio.create_task(self._follow(reply, self.turns), name="follow")
+
+    def _interrupt(self) -> None:
+        """A confirmed barge-in: silence the agent, drop the reply, keep what was heard."""
+        self._output.clear()
+        reply, self.reply = self.reply, None
+        if self._follower is not None:
+            self._follower.cancel()
+        if reply is not None:
+            reply.cancel()
+            heard = reply.heard_text()
+            if heard:
+                self.history.add_turn(reply.user_text, heard)
+            else:
+                self._carry_over = reply.user_text
+        self._notify("on_barge_in", True)
+        if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
+            self._set_state(ConversationState.INTERRUPTED)
+            self._set_state(ConversationState.LISTENING)
+
+    def _false_barge_in(self) -> None:
+        self._output.resume()
+        self._endpointer.reset()
+        self._utterance = []
+        self._notify("on_barge_in", False)
+
+    # -- replies --------------------------------------------------------------------------
+
+    def _utterance_audio(self) -> np.ndarray:
+        if not self._utterance:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(self._utterance)
+
+    def _new_reply(self, audio: np.ndarray) -> Reply:
+        prefix, self._carry_over = self._carry_over, ""
+        return Reply(
+            transcribe=lambda: self._services.asr.transcribe(audio),
+            prefix=prefix,
+            history=self.history,
+            llm=self._services.llm,
+            tts=self._services.tts,
+            voice=self._voice,
+            output=self._output,
+            send=self._events.send,
+        )
+
+    async def _follow(self, reply: Reply, turn: int) -> None:
+        """Walk a committed reply through THINKING → SPEAKING → LISTENING."""
+        user_text = await reply.transcript
+        if user_text:
+            self._events.send(transcript_event("user", user_text, final=True))
+        first_audio = await reply.first_audio
+        if first_audio is not None:
+            self._set_state(ConversationState.SPEAKING)
+            metrics = TurnMetrics(
+                turn=turn,
+                ttfa_ms=reply.ttfa_ms,
+                asr_ms=reply.asr_ms,
+                llm_first_sentence_ms=reply.llm_first_sentence_ms,
+                tts_first_chunk_ms=reply.tts_first_chunk_ms,
+                endpoint_ms=self.silence.current_ms,
+                speculative=reply.speculative,
+            )
+            self._events.send(metrics.as_event())
+            self._notify("on_turn", metrics)
+        await reply.played_out
+        if reply.error is not None:
+            self._notify("on_error", reply.error[0])
+        if user_text and reply.spoken_text:
+            self.history.add_turn(user_text, reply.spoken_text)
+            self.silence.safe()
+        elif user_text and reply.error is not None:
+            self._carry_over = ""
+        if self.reply is reply:
+            self.reply = None
+        if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
+            self._set_state(ConversationState.LISTENING)
+
+    def _maybe_partial(self) -> None:
+        """Schedule a partial transcript now and then while the user speaks."""
+        ep = self._endpointer
+        if (
+            self.state is not ConversationState.LISTENING
+            or not ep.active
+            or ep.silence_ms > 0
+            or self.reply is not None
+            or (self._partial is not None and not self._partial.done())
+            or ep.speech_ms < _PARTIAL_MIN_MS
+            or self._audio_ms - self._last_partial_ms < self._settings.partial_interval_ms
+        ):
+            return
+        self._last_partial_ms = self._audio_ms
+        self._partial = asyncio.create_task(
+            self._send_partial(self._utterance_id, self._utterance_audio()), name="partial"
+        )
+
+    async def _send_partial(self, utterance_id: int, audio: np.ndarray) -> None:
+        text = await self._services.asr.transcribe(audio)
+        if text and utterance_id == self._utterance_id and self._endpointer.active:
+            self._events.send(transcript_event("user", text, final=False))
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _set_state(self, target: ConversationState) -> None:
+        self.state = transition(self.state, target)
+        self._events.send(state_event(target))
+
+    def _notify(self, hook: str, *args: object) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:
+                log.exception("observer %r failed in %s", observer, hook)
+
+    def report_error(self, code: str, message: str) -> None:
+        self._events.send(error_event(code, message))
+        self._notify("on_error", code)

@@ -1,0 +1,214 @@
+"""One agent answer: transcript → LLM → sentences → TTS → 48 kHz audio on the output track.
+
+A reply may start speculatively, at the first pause, before the turn is committed. Until
+`commit()` every outward effect (audio, marks, events) is held back, so a speculation that
+is cancelled leaves no trace; after it, effects happen as they are produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from parley_runtime.audio import (
+    OUTPUT_RATE,
+    AgentAudioOutput,
+    PlaybackSegment,
+    Resampler,
+    trim_leading_silence,
+)
+from parley_runtime.events import error_event, response_event
+from parley_runtime.llm import ChatClient, ChatHistory, LLMError
+from parley_runtime.tts import SentenceChunker, TTSError, TTSService
+
+log = logging.getLogger(__name__)
+
+
+def heard_text(segments: list[PlaybackSegment]) -> str:
+    """What the user actually heard: whole sentences played, plus the played share of the
+    sentence that was cut (by words)."""
+    heard = []
+    for segment in segments:
+        if segment.played == 0:
+            break
+        words = segment.text.split()
+        if segment.heard_fraction >= 1.0:
+            heard.extend(words)
+            continue
+        heard.extend(words[: int(len(words) * segment.heard_fraction)])
+        break
+    return " ".join(heard)
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 1)
+
+
+class Reply:
+    def __init__(
+        self,
+        *,
+        transcribe: Callable[[], Awaitable[str]],
+        prefix: str,
+        history: ChatHistory,
+        llm: ChatClient,
+        tts: TTSService,
+        voice: str | None,
+        output: AgentAudioOutput,
+        send: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self._transcribe = transcribe
+        self._prefix = prefix
+        self._history = history
+        self._llm = llm
+        self._tts = tts
+        self._voice = voice
+        self._output = output
+        self._send = send
+        self._held: list[Callable[[], None]] = []
+        loop = asyncio.get_running_loop()
+        self.transcript: asyncio.Future[str] = loop.create_future()
+        self.first_audio: asyncio.Future[float | None] = loop.create_future()
+        self.played_out: asyncio.Future[None] = loop.create_future()
+        self.committed = False
+        self.speculative = False
+        self.committed_at: float | None = None
+        self.user_text = ""
+        self.segments: list[PlaybackSegment] = []
+        self.error: tuple[str, str] | None = None
+        self.asr_ms: float | None = None
+        self.llm_first_sentence_ms: float | None = None
+        self.tts_first_chunk_ms: float | None = None
+        self._task = asyncio.create_task(self._run(), name="reply")
+
+    # -- control --------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        self.committed = True
+        self.committed_at = time.monotonic()
+        held, self._held = self._held, []
+        for effect in held:
+            effect()
+
+    def cancel(self) -> None:
+        self._task.cancel()
+        for future in (self.transcript, self.first_audio, self.played_out):
+            future.cancel()
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    @property
+    def spoken_text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+    def heard_text(self) -> str:
+        return heard_text(self.segments)
+
+    @property
+    def ttfa_ms(self) -> float | None:
+        if not self.first_audio.done() or self.first_audio.cancelled():
+            return None
+        first = self.first_audio.result()
+        if first is None or self.committed_at is None:
+            return None
+        return round((first - self.committed_at) * 1000, 1)
+
+    # -- pipeline -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._pipeline()
+        except Exception as exc:  # a bug or a model failure must not leave waiters hanging
+            log.exception("reply failed")
+            self.error = ("internal", repr(exc))
+            if not self.transcript.done():
+                self.transcript.set_result(self._prefix)
+            self._do(lambda: self._send(error_event("internal", repr(exc))))
+            self._do(self._finish_without_audio)
+
+    async def _pipeline(self) -> None:
+        started = time.monotonic()
+        text = await self._transcribe()
+        self.asr_ms = _ms(started)
+        self.user_text = " ".join(part for part in (self._prefix, text) if part).strip()
+        self.transcript.set_result(self.user_text)
+        if not text:
+            self._do(self._finish_without_audio)
+            return
+        resampler = Resampler(OUTPUT_RATE)
+        try:
+            await self._answer(resampler)
+        except (LLMError, TTSError) as exc:
+            code = "llm_unavailable" if isinstance(exc, LLMError) else "tts_unavailable"
+            log.warning("turn failed (%s): %s", code, exc)
+            self.error = (code, str(exc))
+            self._do(lambda: self._send(error_event(code, str(exc))))
+        last = self.segments[-1] if self.segments else None
+        tail = resampler.flush()
+        self._do(lambda: self._end_audio(tail, last))
+
+    async def _answer(self, resampler: Resampler) -> None:
+        chunker = SentenceChunker()
+        requested = time.monotonic()
+        async for delta in self._llm.stream(self._history.messages(self.user_text)):
+            for sentence in chunker.push(delta):
+                if self.llm_first_sentence_ms is None:
+                    self.llm_first_sentence_ms = _ms(requested)
+                await self._speak(sentence, resampler)
+        for sentence in chunker.flush():
+            await self._speak(sentence, resampler)
+
+    async def _speak(self, sentence: str, resampler: Resampler) -> None:
+        segment = PlaybackSegment(sentence)
+        first_of_reply = not self.segments
+        self.segments.append(segment)
+        spoken = self.spoken_text
+        self._do(lambda: self._send(response_event(spoken, final=False)))
+        started = time.monotonic()
+        async for pcm in self._tts.synthesize(sentence, self._voice):
+            if first_of_reply:
+                pcm = trim_leading_silence(pcm, self._tts.sample_rate)
+                if pcm.size == 0:
+                    continue
+                if self.tts_first_chunk_ms is None:
+                    self.tts_first_chunk_ms = _ms(started)
+                    self._do(lambda: self._output.mark(self._on_first_audio))
+                first_of_reply = False
+            audio = resampler.pcm(pcm, self._tts.sample_rate)
+            self._do(lambda audio=audio: self._output.push(audio, segment))  # type: ignore[misc]
+
+    # -- effects (held until commit) ------------------------------------------------------
+
+    def _do(self, effect: Callable[[], None]) -> None:
+        if self.committed:
+            effect()
+        else:
+            self._held.append(effect)
+
+    def _end_audio(self, tail: Any, last: PlaybackSegment | None) -> None:
+        if last is None:
+            self._finish_without_audio()
+            return
+        self._output.push(tail, last)
+        self._output.flush(last)
+        self._send(response_event(self.spoken_text, final=True))
+        self._output.mark(self._on_played_out)
+
+    def _finish_without_audio(self) -> None:
+        if not self.first_audio.done():
+            self.first_audio.set_result(None)
+        if not self.played_out.done():
+            self.played_out.set_result(None)
+
+    def _on_first_audio(self) -> None:
+        if not self.first_audio.done():
+            self.first_audio.set_result(time.monotonic())
+
+    def _on_played_out(self) -> None:
+        self._finish_without_audio()

@@ -1,0 +1,64 @@
+"""Runtime settings: one pydantic model, filled from flags or `PARLEY_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Parley, a friendly voice assistant. Answer in one or two short spoken "
+    "sentences. Do not use lists, markdown or emoji."
+)
+
+
+class RuntimeSettings(BaseSettings):
+    """Everything `parley runtime serve` can be told. Environment: `PARLEY_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    ice_host_addresses: list[str] = Field(
+        default_factory=list,
+        description="Addresses for host ICE candidates; empty = every interface (aioice's default). "
+        "The embedded demo uses 127.0.0.1.",
+    )
+    ice_servers: list[str] = Field(
+        default_factory=list, description="STUN/TURN URLs; none by default (no outside traffic)."
+    )
+
+    max_sessions: int = Field(8, ge=1, description="Session cap; beyond it POST answers 503.")
+    retry_after_s: int = Field(5, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    connect_timeout_s: float = Field(30.0, gt=0, description="Reap a session not connected by then.")
+    idle_timeout_s: float = Field(20.0, gt=0, description="Reap a session with no inbound audio.")
+
+    asr_model: str = Field("tiny.en", description="tiny.en (packaged) or a CTranslate2 model dir.")
+    asr_device: Literal["cpu", "cuda"] = "cpu"
+    asr_compute_type: str = "int8"
+    asr_threads: int = Field(2, ge=1)
+
+    llm_url: str = Field("http://127.0.0.1:8081/v1", description="OpenAI-compatible base URL.")
+    llm_model: str = "SmolLM2-135M-Instruct"
+    llm_api_key: str = ""
+    llm_max_tokens: int = Field(60, ge=1)
+    llm_temperature: float = 0.3
+    llm_timeout_s: float = 20.0
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    history_token_budget: int = Field(8192, ge=256)
+    history_rollover_tokens: int = Field(7500, ge=128)
+
+    tts_url: str = Field("", description="OpenAI-compatible /v1/audio/speech server; empty = Piper.")
+    tts_voice: str = Field("en_US-joe-medium", description="Piper voice name or .onnx path.")
+    tts_model: str = "piper"
+
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    endpoint_min_ms: int = Field(400, ge=100)
+    endpoint_max_ms: int = Field(1200, ge=200)
+    endpoint_initial_ms: int = Field(700, ge=100)
+    speculate_after_ms: int = Field(160, ge=32, description="Silence that starts speculative work.")
+    barge_in_confirm_ms: int = Field(200, ge=32, description="Speech that confirms a barge-in.")
+    partial_interval_ms: int = Field(1200, ge=200, description="Min gap between partial ASR runs.")

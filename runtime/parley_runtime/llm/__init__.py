@@ -1,0 +1,6 @@
+"""The LLM side: a streaming OpenAI-compatible chat client and the conversation history."""
+
+from parley_runtime.llm.client import ChatClient, LLMError
+from parley_runtime.llm.history import ChatHistory, estimate_tokens
+
+__all__ = ["ChatClient", "ChatHistory", "LLMError", "estimate_tokens"]

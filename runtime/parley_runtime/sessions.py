@@ -1,0 +1,216 @@
+"""Sessions: one WebRTC peer connection and one conversation each, under a cap, reaped when
+the client goes away.
+
+The manager answers offers, keeps the registry, and runs a reaper that closes sessions whose
+peer never connected, whose connection failed, or whose inbound audio stopped arriving.
+Closing a session cancels its tasks, stops its tracks and drops its model state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from parley_runtime.agent import Conversation, Services
+from parley_runtime.audio import INPUT_RATE, AgentAudioOutput, Resampler
+from parley_runtime.config import RuntimeSettings
+from parley_runtime.events import EVENTS_LABEL, EventChannel
+from parley_runtime.telemetry import ConversationObserver
+from parley_runtime.webrtc import peer_connection
+
+log = logging.getLogger(__name__)
+
+
+class OfferError(ValueError):
+    """The SDP offer cannot be used (malformed, no audio)."""
+
+
+class CapacityError(RuntimeError):
+    """The pod is full or draining."""
+
+
+@dataclass
+class SessionInfo:
+    id: str
+    state: str
+    connection: str
+    turns: int
+    age_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class Session:
+    def __init__(
+        self,
+        services: Services,
+        settings: RuntimeSettings,
+        observers: list[ConversationObserver],
+        system_prompt: str | None,
+        voice: str | None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.created_at = time.monotonic()
+        self.last_audio_at: float | None = None
+        self.pc = peer_connection(settings.ice_servers)
+        self.output = AgentAudioOutput()
+        self.events = EventChannel()
+        self.conversation = Conversation(
+            services, settings, self.output, self.events, observers, system_prompt, voice
+        )
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    async def answer(self, offer_sdp: str) -> str:
+        if "m=audio" not in offer_sdp:
+            raise OfferError("the offer has no audio section (m=audio)")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except Exception as exc:
+            raise OfferError(f"malformed SDP offer: {exc}") from exc
+        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
+            raise OfferError("the offer has no usable audio section")
+        audio[0].sender.replaceTrack(self.output)
+        audio[0].direction = "sendrecv"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.conversation.start()
+        return self.pc.localDescription.sdp
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            id=self.id,
+            state=self.conversation.state.value,
+            connection=self.pc.connectionState,
+            turns=self.conversation.turns,
+            age_s=round(time.monotonic() - self.created_at, 1),
+        )
+
+    def stale_reason(self, settings: RuntimeSettings, now: float) -> str | None:
+        state = self.pc.connectionState
+        if state in ("failed", "closed"):
+            return f"connection {state}"
+        if self.last_audio_at is None:
+            if now - self.created_at > settings.connect_timeout_s:
+                return "never connected"
+        elif now - self.last_audio_at > settings.idle_timeout_s:
+            return "no inbound audio"
+        return None
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.conversation.close()
+        self.output.stop()
+        await self.pc.close()
+
+    # -- aiortc callbacks -----------------------------------------------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self._reader is None:
+            self._reader = asyncio.create_task(self._read(track), name=f"read-{self.id[:8]}")
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label == EVENTS_LABEL:
+            self.events.attach(channel)
+
+    async def _on_connection_state(self) -> None:
+        log.info("session %s: connection %s", self.id[:8], self.pc.connectionState)
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        resampler = Resampler(INPUT_RATE)
+        try:
+            while True:
+                frame = await track.recv()
+                self.last_audio_at = time.monotonic()
+                self.conversation.feed(resampler.frame(frame))
+        except MediaStreamError:
+            log.info("session %s: inbound audio ended", self.id[:8])
+
+
+class SessionManager:
+    def __init__(
+        self,
+        services: Services,
+        settings: RuntimeSettings,
+        observers: list[ConversationObserver],
+        on_reaped: Any = None,
+    ) -> None:
+        self._services = services
+        self._settings = settings
+        self._observers = observers
+        self._on_reaped = on_reaped
+        self.sessions: dict[str, Session] = {}
+        self.draining = False
+        self.rejected = 0
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self._settings.max_sessions
+
+    async def create(
+        self, offer_sdp: str, system_prompt: str | None = None, voice: str | None = None
+    ) -> tuple[Session, str]:
+        if self.draining or len(self.sessions) >= self.capacity:
+            self.rejected += 1
+            reason = "draining" if self.draining else f"at capacity ({self.capacity} sessions)"
+            raise CapacityError(reason)
+        session = Session(self._services, self._settings, self._observers, system_prompt, voice)
+        self.sessions[session.id] = session
+        try:
+            answer = await session.answer(offer_sdp)
+        except BaseException:
+            await self.remove(session.id)
+            raise
+        return session, answer
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    async def remove(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await session.close()
+        return True
+
+    def start_reaper(self, interval_s: float = 1.0) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever(interval_s), name="reaper")
+
+    async def _reap_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                reason = session.stale_reason(self._settings, now)
+                if reason is not None:
+                    log.info("reaping session %s: %s", session.id[:8], reason)
+                    await self.remove(session.id)
+                    if self._on_reaped is not None:
+                        self._on_reaped(reason)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for session_id in list(self.sessions):
+            await self.remove(session_id)

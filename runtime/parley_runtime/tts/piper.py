@@ -1,0 +1,45 @@
+"""In-process Piper (ONNX) synthesis, one sentence at a time in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from piper import PiperVoice
+
+from parley_runtime.models import piper_voice_path
+from parley_runtime.tts.base import TTSError, TTSService
+
+_DONE = object()
+
+
+class PiperTTS(TTSService):
+    name = "piper"
+
+    def __init__(self, voice: str = "en_US-joe-medium", workers: int = 2) -> None:
+        self.voice_name = voice
+        self._voice = PiperVoice.load(piper_voice_path(voice))
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="piper")
+
+    def voices(self) -> list[str]:
+        return [self.voice_name]
+
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[np.ndarray]:
+        if voice not in (None, self.voice_name):
+            raise TTSError(f"unknown voice {voice!r}; this server has {self.voices()}")
+        loop = asyncio.get_running_loop()
+        chunks: Iterator[object] = iter(self._voice.synthesize(text))
+        while True:
+            try:
+                chunk = await loop.run_in_executor(self._executor, next, chunks, _DONE)
+            except Exception as exc:
+                raise TTSError(f"Piper failed on {text[:40]!r}: {exc!r}") from exc
+            if chunk is _DONE:
+                return
+            yield np.asarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,16 @@
+"""Turn-taking decisions, all pure: conversation states, endpointing, barge-in guarding."""
+
+from parley_runtime.turns.barge_in import BargeInAction, BargeInGuard
+from parley_runtime.turns.endpointing import AdaptiveSilence, Endpointer, TurnSignal
+from parley_runtime.turns.states import ConversationState, InvalidTransition, transition
+
+__all__ = [
+    "AdaptiveSilence",
+    "BargeInAction",
+    "BargeInGuard",
+    "ConversationState",
+    "Endpointer",
+    "InvalidTransition",
+    "TurnSignal",
+    "transition",
+]

@@ -1,0 +1,88 @@
+"""Endpointing: from per-window speech probabilities to turn signals.
+
+Works in audio time (one call per 32 ms VAD window), so it is deterministic and testable
+without a clock. The silence that ends a turn adapts (`AdaptiveSilence`): it widens when the
+user turns out to have been cut off and narrows after turns that ended safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class TurnSignal(StrEnum):
+    SPEECH_START = "speech_start"  # first voiced window of an utterance
+    PAUSE = "pause"  # the utterance paused long enough to start speculative work
+    RESUME = "resume"  # speech came back after PAUSE, before the turn ended
+    DISCARD = "discard"  # the "utterance" was too short to be speech (a click, a cough)
+    END_OF_TURN = "end_of_turn"  # silence outlasted the adaptive endpoint: commit the turn
+
+
+@dataclass
+class AdaptiveSilence:
+    """The silence that ends a turn, kept within [min_ms, max_ms]."""
+
+    min_ms: int = 400
+    max_ms: int = 1200
+    current_ms: int = 700
+    widen_ms: int = 150
+    narrow_ms: int = 25
+
+    def cut_off(self) -> None:
+        self.current_ms = min(self.max_ms, self.current_ms + self.widen_ms)
+
+    def safe(self) -> None:
+        self.current_ms = max(self.min_ms, self.current_ms - self.narrow_ms)
+
+
+@dataclass
+class Endpointer:
+    silence: AdaptiveSilence
+    threshold: float = 0.5
+    release_threshold: float = 0.35
+    speculate_after_ms: int = 160
+    min_speech_ms: int = 96
+    window_ms: int = 32
+
+    active: bool = False  # inside an utterance
+    voiced: bool = False  # the last window was speech (with hysteresis)
+    speech_ms: int = 0  # voiced time in the current utterance
+    silence_ms: int = 0  # silence since the last voiced window
+    paused: bool = False
+
+    def update(self, prob: float) -> list[TurnSignal]:
+        self.voiced = prob >= self.threshold or (self.voiced and prob >= self.release_threshold)
+        if self.voiced:
+            return self._on_voiced()
+        return self._on_silent() if self.active else []
+
+    def reset(self) -> None:
+        self.active = self.voiced = self.paused = False
+        self.speech_ms = self.silence_ms = 0
+
+    def _on_voiced(self) -> list[TurnSignal]:
+        signals = []
+        if not self.active:
+            self.active = True
+            signals.append(TurnSignal.SPEECH_START)
+        elif self.paused:
+            self.paused = False
+            signals.append(TurnSignal.RESUME)
+        self.speech_ms += self.window_ms
+        self.silence_ms = 0
+        return signals
+
+    def _on_silent(self) -> list[TurnSignal]:
+        self.silence_ms += self.window_ms
+        if self.silence_ms >= self.speculate_after_ms and self.speech_ms < self.min_speech_ms:
+            self.reset()
+            return [TurnSignal.DISCARD]
+        signals = []
+        if not self.paused and self.silence_ms >= self.speculate_after_ms:
+            self.paused = True
+            signals.append(TurnSignal.PAUSE)
+        if self.silence_ms >= self.silence.current_ms:
+            self.reset()
+            signals.append(TurnSignal.END_OF_TURN)
+        return signals

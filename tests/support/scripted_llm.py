@@ -1,0 +1,87 @@
+"""A scripted OpenAI-compatible chat server on a real socket, for fault tests only.
+
+The real LLM (llama.cpp) serves every conversation test; this one exists to fail on purpose:
+answer normally, die mid-stream, or refuse with an HTTP error, as each test scripts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+
+@dataclass
+class Script:
+    """What the next requests get: 'ok', 'die_mid_stream' or 'http_500'."""
+
+    modes: list[str] = field(default_factory=list)
+    answer: str = "Paris is the capital of France. It is a lovely city to visit."
+    requests: int = 0
+
+    def next_mode(self) -> str:
+        self.requests += 1
+        return self.modes.pop(0) if self.modes else "ok"
+
+
+def _chunk(content: str | None, finish: str | None = None) -> str:
+    choice = {"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}
+    return "data: " + json.dumps({"object": "chat.completion.chunk", "choices": [choice]}) + "\n\n"
+
+
+def make_app(script: Script) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> object:
+        await request.json()
+        mode = script.next_mode()
+        if mode == "http_500":
+            return JSONResponse({"error": "scripted failure"}, status_code=500)
+
+        async def stream():  # type: ignore[no-untyped-def]
+            words = script.answer.split(" ")
+            for i, word in enumerate(words):
+                if mode == "die_mid_stream" and i == len(words) // 2:
+                    raise RuntimeError("scripted crash mid-stream")
+                yield _chunk(word + ("" if i == len(words) - 1 else " "))
+                await asyncio.sleep(0.01)
+            yield _chunk(None, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return app
+
+
+class ScriptedLLMServer:
+    def __init__(self) -> None:
+        self.script = Script()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = uvicorn.Config(
+            make_app(self.script), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> ScriptedLLMServer:
+        self._thread.start()
+        while not self._server.started:
+            threading.Event().wait(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
