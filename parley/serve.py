@@ -1,0 +1,38 @@
+"""`parley runtime serve`: the runtime under uvicorn, settings from flags over `PARLEY_*`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import uvicorn
+
+log = logging.getLogger("parley")
+
+
+def serve_runtime(overrides: dict[str, object], on_ready: Callable[[], None] | None = None) -> int:
+    from parley_runtime import RuntimeSettings, create_app
+    from parley_runtime.models import ModelNotFoundError
+
+    settings = RuntimeSettings(**overrides)  # type: ignore[arg-type]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port,
+            log_level="warning", lifespan="on",
+        )
+    )
+    if on_ready is not None:
+        original_startup = server.startup
+
+        async def startup(sockets: object = None) -> None:
+            await original_startup(sockets)  # type: ignore[arg-type]
+            if server.started:
+                on_ready()
+
+        server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    except ModelNotFoundError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0 if server.started else 1

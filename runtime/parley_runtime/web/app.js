@@ -1,0 +1,285 @@
+// Parley web client: one WebRTC session with the runtime (non-trickle ICE), the agent's
+// audio in an <audio> element, and the `events` data channel rendered as state, transcript,
+// per-turn latencies and errors. Server text only ever goes through textContent.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const talk = $("talk");
+  const stateEl = $("state");
+  const connectionEl = $("connection");
+  const errorEl = $("error");
+  const transcript = $("transcript");
+  const transcriptEmpty = $("transcript-empty");
+  const metricsBody = $("metrics").tBodies[0];
+  const remote = $("remote");
+
+  const STATES = ["idle", "listening", "thinking", "speaking", "interrupted", "ended"];
+  const ICE_GATHER_TIMEOUT_MS = 3000;
+
+  let call = null; // {pc, mic, id, closed}
+
+  // -- view -------------------------------------------------------------------------------
+
+  function setState(state) {
+    const name = STATES.includes(state) ? state : "idle";
+    stateEl.textContent = name;
+    stateEl.className = `state state-${name}`;
+  }
+
+  function setConnection(text) {
+    connectionEl.textContent = text;
+  }
+
+  function showError(message) {
+    errorEl.textContent = message;
+    errorEl.hidden = !message;
+  }
+
+  function setButton(live) {
+    talk.textContent = live ? "Hang up" : "Talk";
+    talk.setAttribute("aria-label", live ? "Hang up" : "Start talking");
+    talk.classList.toggle("live", live);
+  }
+
+  // The live user line (partial transcripts replace it) and the current turn's agent line
+  // (cumulative `response` text replaces it). A speculative reply can send its first
+  // `response` before the user's final transcript, so that line is put in front of it.
+  let userLine = null;
+  let agentLine = null;
+  let turnHasUser = false;
+
+  function newLine(role) {
+    const li = document.createElement("li");
+    li.className = role === "user" ? "user" : "agent";
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = role === "user" ? "You" : "Agent";
+    const text = document.createElement("span");
+    text.className = "text";
+    li.append(who, text);
+    transcriptEmpty.hidden = true;
+    return li;
+  }
+
+  function lineText(li, text) {
+    li.querySelector(".text").textContent = text;
+    li.scrollIntoView({ block: "nearest" });
+  }
+
+  function onTranscript(event) {
+    if (event.role !== "user") {
+      onResponse(event);
+      return;
+    }
+    if (!userLine) {
+      userLine = newLine("user");
+      if (event.final && agentLine && !turnHasUser) transcript.insertBefore(userLine, agentLine);
+      else transcript.append(userLine);
+    }
+    userLine.classList.toggle("partial", !event.final);
+    lineText(userLine, event.text);
+    if (event.final) {
+      userLine = null;
+      turnHasUser = true;
+    }
+  }
+
+  function onResponse(event) {
+    if (!agentLine) {
+      agentLine = newLine("agent");
+      transcript.append(agentLine);
+    }
+    agentLine.classList.toggle("partial", !event.final);
+    lineText(agentLine, event.text);
+    if (event.final) endTurn();
+  }
+
+  function endTurn() {
+    if (agentLine) agentLine.classList.remove("partial");
+    agentLine = null;
+    turnHasUser = false;
+  }
+
+  const ms = (value) => (typeof value === "number" ? String(Math.round(value)) : "—");
+
+  function onMetrics(m) {
+    const row = document.createElement("tr");
+    const cells = [
+      String(m.turn),
+      ms(m.ttfa_ms),
+      ms(m.asr_ms),
+      ms(m.llm_first_sentence_ms),
+      ms(m.tts_first_chunk_ms),
+      ms(m.endpoint_ms),
+      m.speculative ? "yes" : "no",
+    ];
+    cells.forEach((text, i) => {
+      const cell = document.createElement(i === 0 ? "th" : "td");
+      if (i === 0) cell.scope = "row";
+      if (i === 1) cell.className = "ttfa";
+      cell.textContent = text;
+      row.append(cell);
+    });
+    metricsBody.append(row);
+  }
+
+  function onEvent(message) {
+    let event;
+    try {
+      event = JSON.parse(message.data);
+    } catch {
+      console.warn("parley: ignoring a non-JSON event", message.data);
+      return;
+    }
+    switch (event.type) {
+      case "state":
+        setState(event.state);
+        if (event.state === "interrupted" || event.state === "listening") endTurn();
+        break;
+      case "transcript":
+        onTranscript(event);
+        break;
+      case "response":
+        onResponse(event);
+        break;
+      case "metrics":
+        onMetrics(event);
+        break;
+      case "error":
+        showError(`${event.code || "error"}: ${event.message || "unknown error"}`);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // -- call -------------------------------------------------------------------------------
+
+  function iceGatheringDone(pc) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
+      function done() {
+        clearTimeout(timer);
+        pc.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      }
+      function check() {
+        if (pc.iceGatheringState === "complete") done();
+      }
+      pc.addEventListener("icegatheringstatechange", check);
+    });
+  }
+
+  async function errorText(response) {
+    let detail = "";
+    try {
+      const body = await response.json();
+      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch {
+      detail = response.statusText;
+    }
+    if (response.status === 503) {
+      const retry = response.headers.get("Retry-After");
+      return `Server busy: ${detail}.${retry ? ` Try again in ${retry} s.` : ""}`;
+    }
+    return `Could not start a session (${response.status}): ${detail}`;
+  }
+
+  async function start() {
+    showError("");
+    setButton(true);
+    setConnection("Asking for the microphone…");
+    const current = { pc: null, mic: null, id: null, closed: false };
+    call = current;
+    try {
+      current.mic = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+      if (current.closed) return;
+      const pc = new RTCPeerConnection({ iceServers: [] });
+      current.pc = pc;
+      const track = current.mic.getAudioTracks()[0];
+      pc.addTransceiver(track, { direction: "sendrecv", streams: [current.mic] });
+      const channel = pc.createDataChannel("events");
+      channel.onmessage = onEvent;
+      pc.ontrack = (event) => {
+        remote.srcObject = event.streams[0] || new MediaStream([event.track]);
+        remote.play().catch((err) => console.warn("parley: autoplay blocked", err));
+      };
+      pc.onicecandidate = (event) => {
+        if (event.candidate) console.debug("parley: local candidate", event.candidate.candidate);
+      };
+      pc.oniceconnectionstatechange = () => {
+        console.info("parley: ice", pc.iceConnectionState);
+        if (pc.iceConnectionState === "failed" && !current.closed) {
+          showError("The audio connection failed (ICE). Check the network and try again.");
+          stop();
+        }
+      };
+      pc.onconnectionstatechange = () => {
+        const s = pc.connectionState;
+        setConnection(s === "connected" ? "Connected" : `Connection ${s}`);
+      };
+
+      setConnection("Connecting…");
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGatheringDone(pc);
+      if (current.closed) return;
+      const response = await fetch("/v1/sessions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
+      });
+      if (response.status !== 201) throw new Error(await errorText(response));
+      const answer = await response.json();
+      current.id = answer.id;
+      if (current.closed) {
+        deleteSession(answer.id);
+        return;
+      }
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    } catch (err) {
+      if (current.closed) return;
+      console.error("parley: start failed", err);
+      const message =
+        err && err.name === "NotAllowedError"
+          ? "Microphone access was denied."
+          : (err && err.message) || String(err);
+      showError(message);
+      stop();
+    }
+  }
+
+  function deleteSession(id) {
+    return fetch(`/v1/sessions/${encodeURIComponent(id)}`, { method: "DELETE" }).catch((err) =>
+      console.warn("parley: hang-up request failed", err),
+    );
+  }
+
+  function stop() {
+    const current = call;
+    call = null;
+    setButton(false);
+    setConnection("Not connected");
+    endTurn();
+    if (userLine && userLine.classList.contains("partial")) userLine.remove();
+    userLine = null;
+    if (!current) return;
+    current.closed = true;
+    setState("ended");
+    if (current.id) deleteSession(current.id);
+    if (current.pc) current.pc.close();
+    if (current.mic) current.mic.getTracks().forEach((t) => t.stop());
+    remote.srcObject = null;
+  }
+
+  talk.addEventListener("click", () => (call ? stop() : start()));
+  window.addEventListener("pagehide", () => {
+    // Free the server's slot right away rather than waiting for its idle reaper.
+    if (call && call.id) {
+      fetch(`/v1/sessions/${encodeURIComponent(call.id)}`, { method: "DELETE", keepalive: true });
+    }
+  });
+})();

@@ -1,0 +1,47 @@
+"""Shared, expensive fixtures: built once per test session.
+
+- `llm_url`: the real local LLM server (llama.cpp + SmolLM2-135M-Instruct), as `parley demo`
+  runs it.
+- `runtime_host`: a background event loop with the speech models loaded once; tests start
+  runtime apps on real sockets with `runtime_host.start(**settings)`.
+- `runtime`: one runtime app talking to the real LLM, shared by the conversation tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from parley.demo import LLMServer
+from parley_runtime import RuntimeSettings
+from tests.support.runtime_host import RunningApp, RuntimeHost, free_port
+from tests.support.scripted_llm import ScriptedLLMServer
+
+
+@pytest.fixture(scope="session")
+def llm_url() -> Iterator[str]:
+    server = LLMServer(free_port())
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def runtime_host() -> Iterator[RuntimeHost]:
+    host = RuntimeHost(RuntimeSettings(ice_host_addresses=["127.0.0.1"]))
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="session")
+def runtime(runtime_host: RuntimeHost, llm_url: str) -> Iterator[RunningApp]:
+    app = runtime_host.start(llm_url=llm_url, llm_max_tokens=40)
+    yield app
+    runtime_host.stop(app)
+
+
+@pytest.fixture(scope="session")
+def scripted_llm() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as server:
+        yield server

@@ -1,0 +1,140 @@
+"""The web client in real headless Chromium: Chromium's fake microphone plays a question
+synthesized with Piper, the page talks to a runtime over WebRTC, and the agent's answer, the
+conversation state and the turn's latencies must show up on the page."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from parley_bench.speech import silence, speech
+from parley_runtime.audio import OUTPUT_RATE
+
+from tests.support.runtime_host import RuntimeHost
+
+CHROMIUM = Path("/usr/bin/chromium")
+QUESTION = "What is the capital of France?"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing: `apt-get install chromium` (the CI script installs it)",
+    ),
+]
+
+# Record every state the page shows, from page load on: the test asserts on the history,
+# not on whatever state happens to be showing when it looks.
+RECORD_STATES = """
+window.__states = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const el = document.getElementById("state");
+  window.__states.push(el.textContent);
+  new MutationObserver(() => window.__states.push(el.textContent))
+    .observe(el, { childList: true, characterData: true, subtree: true });
+});
+"""
+
+AGENT_SPOKE = """() => [...document.querySelectorAll("#transcript .agent .text")]
+  .some((el) => el.textContent.trim().length > 0)"""
+
+TTFA_SHOWN = """() => [...document.querySelectorAll("#metrics td.ttfa")]
+  .some((el) => /^\\d+$/.test(el.textContent.trim()))"""
+
+
+async def write_question(path: Path) -> None:
+    """The fake microphone's input; Chromium loops it, so it ends in a long silence."""
+    pcm = np.concatenate([silence(1500), await speech(QUESTION), silence(3000)])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(OUTPUT_RATE)
+        out.writeframes(pcm.astype("<i2").tobytes())
+
+
+async def sessions_after_hang_up(url: str, wait_s: float = 5.0) -> list[object]:
+    """The runtime's sessions once the page's DELETE has landed (or `wait_s` passed)."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            sessions: list[object] = (await http.get("/v1/sessions")).json()["sessions"]
+            if not sessions or asyncio.get_running_loop().time() > deadline:
+                return sessions
+            await asyncio.sleep(0.1)
+
+
+def chromium_args(wav: Path) -> list[str]:
+    return [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--allow-loopback-in-peer-connection",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+
+
+async def test_web_client_converses(
+    runtime_host: RuntimeHost, llm_url: str, tmp_path: Path
+) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    wav = tmp_path / "question.wav"
+    await write_question(wav)
+    app = runtime_host.start(llm_url=llm_url)
+    console: list[str] = []
+    try:
+        async with playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=chromium_args(wav)
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 900, "height": 900})
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+                await page.add_init_script(RECORD_STATES)
+                await page.goto(f"{app.url}/")
+                assert await page.text_content("#talk") == "Talk"
+
+                await page.click("#talk")
+                try:
+                    await page.wait_for_function(AGENT_SPOKE, timeout=60_000)
+                    await page.wait_for_function(TTFA_SHOWN, timeout=30_000)
+                finally:
+                    await page.screenshot(path=str(tmp_path / "browser.png"), full_page=True)
+                log = "\n".join(console)
+
+                states = await page.evaluate("window.__states")
+                assert "listening" in states, f"states seen: {states}\n{log}"
+                assert await page.text_content("#talk") == "Hang up"
+                assert await page.is_hidden("#error"), await page.text_content("#error")
+                ttfa = await page.text_content("#metrics td.ttfa")
+                assert ttfa is not None and int(ttfa) > 0, log
+                playing = "() => document.getElementById('remote').srcObject?.getAudioTracks()"
+                assert await page.evaluate(f"{playing}.length"), "no remote audio track"
+
+                # Hang up: the page deletes its session and shows the call as ended.
+                await page.click("#talk")
+                assert await page.text_content("#talk") == "Talk"
+                assert await page.text_content("#state") == "ended"
+                await page.wait_for_function(
+                    "() => !document.getElementById('remote').srcObject", timeout=5_000
+                )
+            finally:
+                await browser.close()
+        assert await sessions_after_hang_up(app.url) == []
+    except Exception:
+        print("browser console:\n" + "\n".join(console))
+        raise
+    finally:
+        runtime_host.stop(app)

@@ -1,0 +1,63 @@
+"""Sentence chunking, history budget and barge-in trimming."""
+
+from parley_runtime.agent import heard_text
+from parley_runtime.audio import PlaybackSegment
+from parley_runtime.llm import ChatHistory, estimate_tokens
+from parley_runtime.tts import SentenceChunker
+from parley_runtime.tts.chunker import speakable
+
+
+def chunk(deltas: list[str]) -> list[str]:
+    chunker = SentenceChunker()
+    out = [piece for d in deltas for piece in chunker.push(d)]
+    return out + chunker.flush()
+
+
+class TestChunker:
+    def test_sentences_split_as_tokens_arrive(self) -> None:
+        tokens = "Paris is the capital. It has the Eiffel Tower! Want more?".split(" ")
+        deltas = [t + " " for t in tokens]
+        assert chunk(deltas) == ["Paris is the capital.", "It has the Eiffel Tower!", "Want more?"]
+
+    def test_first_piece_may_be_a_clause_to_start_speaking_early(self) -> None:
+        text = "Well, the moon is far away from us, about three hundred thousand km, roughly."
+        pieces = chunk([text])
+        assert pieces[0] == "Well, the moon is far away from us,"
+        assert " ".join(pieces) == text
+
+    def test_markdown_is_not_read_aloud(self) -> None:
+        assert speakable("**Bold** and `code` and [a link](http://x)") == "Bold and code and a link"
+
+    def test_no_empty_pieces(self) -> None:
+        assert chunk(["...", " ", "\n\n", "Hi there.  "]) == ["... Hi there."]
+
+
+class TestHistory:
+    def test_keeps_system_prompt_and_recent_turns_under_the_budget(self) -> None:
+        history = ChatHistory("be brief", budget_tokens=400, rollover_tokens=300)
+        for i in range(50):
+            history.add_turn(f"question {i} " + "x" * 80, f"answer {i} " + "y" * 80)
+        assert history.tokens() <= 300
+        messages = history.messages("latest")
+        assert messages[0] == {"role": "system", "content": "be brief"}
+        assert messages[-1] == {"role": "user", "content": "latest"}
+        assert "answer 49" in messages[-2]["content"]
+        assert sum(estimate_tokens(m["content"]) for m in messages) <= 400
+
+    def test_defaults_match_the_design(self) -> None:
+        history = ChatHistory("s")
+        assert (history.budget_tokens, history.rollover_tokens) == (8192, 7500)
+
+
+class TestHeardText:
+    def test_whole_and_partial_sentences(self) -> None:
+        segments = [
+            PlaybackSegment("Paris is the capital.", frames=50, played=50),
+            PlaybackSegment("It is known for the Eiffel Tower.", frames=70, played=35),
+            PlaybackSegment("Never heard.", frames=20, played=0),
+        ]
+        # half of a seven-word sentence: the three words surely heard
+        assert heard_text(segments) == "Paris is the capital. It is known"
+
+    def test_nothing_played(self) -> None:
+        assert heard_text([PlaybackSegment("Hello.", frames=10, played=0)]) == ""

@@ -1,0 +1,128 @@
+"""Turn-taking decisions, tested as pure functions (no audio, no clock)."""
+
+import pytest
+
+from parley_runtime.turns import (
+    AdaptiveSilence,
+    BargeInAction,
+    BargeInGuard,
+    ConversationState,
+    Endpointer,
+    InvalidTransition,
+    TurnSignal,
+    transition,
+)
+
+S = ConversationState
+
+
+def run(endpointer: Endpointer, probs: list[float]) -> list[TurnSignal]:
+    return [signal for p in probs for signal in endpointer.update(p)]
+
+
+def speech(ms: int) -> list[float]:
+    return [0.9] * (ms // 32)
+
+
+def quiet(ms: int) -> list[float]:
+    return [0.05] * (ms // 32)
+
+
+class TestStates:
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [
+            (S.IDLE, S.LISTENING),
+            (S.LISTENING, S.THINKING),
+            (S.THINKING, S.SPEAKING),
+            (S.THINKING, S.LISTENING),
+            (S.SPEAKING, S.INTERRUPTED),
+            (S.INTERRUPTED, S.LISTENING),
+            (S.SPEAKING, S.LISTENING),
+            (S.SPEAKING, S.ENDED),
+        ],
+    )
+    def test_allowed(self, start: S, end: S) -> None:
+        assert transition(start, end) is end
+
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [
+            (S.LISTENING, S.SPEAKING),  # audio never plays before a turn commits
+            (S.IDLE, S.SPEAKING),
+            (S.INTERRUPTED, S.SPEAKING),
+            (S.ENDED, S.LISTENING),
+            (S.LISTENING, S.INTERRUPTED),
+        ],
+    )
+    def test_refused(self, start: S, end: S) -> None:
+        with pytest.raises(InvalidTransition, match=f"{start.value} -> {end.value}"):
+            transition(start, end)
+
+
+class TestEndpointer:
+    def make(self, endpoint_ms: int = 704) -> Endpointer:
+        return Endpointer(AdaptiveSilence(400, 1200, endpoint_ms), speculate_after_ms=160)
+
+    def test_full_turn_signals_in_order(self) -> None:
+        ep = self.make()
+        signals = run(ep, quiet(200) + speech(1000) + quiet(800))
+        assert signals == [TurnSignal.SPEECH_START, TurnSignal.PAUSE, TurnSignal.END_OF_TURN]
+        assert not ep.active
+
+    def test_short_pause_resumes_without_ending_the_turn(self) -> None:
+        ep = self.make()
+        signals = run(ep, speech(600) + quiet(320) + speech(600) + quiet(800))
+        assert signals == [
+            TurnSignal.SPEECH_START,
+            TurnSignal.PAUSE,
+            TurnSignal.RESUME,
+            TurnSignal.PAUSE,
+            TurnSignal.END_OF_TURN,
+        ]
+
+    def test_end_of_turn_waits_for_the_adaptive_silence(self) -> None:
+        ep = self.make(endpoint_ms=992)
+        signals = run(ep, speech(500) + quiet(960))
+        assert TurnSignal.END_OF_TURN not in signals
+        assert run(ep, quiet(32)) == [TurnSignal.END_OF_TURN]
+
+    def test_a_click_is_discarded_not_a_turn(self) -> None:
+        ep = self.make()
+        signals = run(ep, speech(64) + quiet(400))
+        assert signals == [TurnSignal.SPEECH_START, TurnSignal.DISCARD]
+
+    def test_hysteresis_keeps_speech_through_a_dip(self) -> None:
+        ep = self.make()
+        signals = run(ep, speech(300) + [0.4] * 10 + speech(300))
+        assert signals == [TurnSignal.SPEECH_START]
+        assert ep.speech_ms == 300 // 32 * 32 * 2 + 320
+
+
+class TestAdaptiveSilence:
+    def test_widens_on_cut_off_and_narrows_when_safe_within_bounds(self) -> None:
+        silence = AdaptiveSilence(min_ms=400, max_ms=1200, current_ms=700)
+        silence.cut_off()
+        assert silence.current_ms == 850
+        for _ in range(10):
+            silence.cut_off()
+        assert silence.current_ms == 1200
+        for _ in range(100):
+            silence.safe()
+        assert silence.current_ms == 400
+
+
+class TestBargeInGuard:
+    def test_confirmed_after_enough_speech(self) -> None:
+        guard = BargeInGuard(confirm_ms=200)
+        assert guard.speech_started() is BargeInAction.PAUSE
+        assert guard.speech_continues(96) is None
+        assert guard.speech_continues(224) is BargeInAction.CONFIRM
+        assert not guard.pending
+        assert guard.speech_stopped() is None
+
+    def test_false_alarm_resumes(self) -> None:
+        guard = BargeInGuard(confirm_ms=200)
+        guard.speech_started()
+        assert guard.speech_stopped() is BargeInAction.RESUME
+        assert guard.speech_continues(500) is None
