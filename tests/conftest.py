@@ -36,7 +36,7 @@ def runtime_host() -> Iterator[RuntimeHost]:
 
 @pytest.fixture(scope="session")
 def runtime(runtime_host: RuntimeHost, llm_url: str) -> Iterator[RunningApp]:
-    app = runtime_host.start(llm_url=llm_url, llm_max_tokens=40)
+    app = runtime_host.start(llm_url=llm_url, llm_max_tokens=40, llm_temperature=0.0)
     yield app
     runtime_host.stop(app)
 

@@ -8,8 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are Parley, a friendly voice assistant. Answer in one or two short spoken "
-    "sentences. Do not use lists, markdown or emoji."
+    "You are Parley, a friendly voice assistant. Always answer in English, in one or two "
+    "short spoken sentences. Do not use lists, markdown or emoji."
 )
 
 

@@ -38,7 +38,6 @@
 
   function setButton(live) {
     talk.textContent = live ? "Hang up" : "Talk";
-    talk.setAttribute("aria-label", live ? "Hang up" : "Start talking");
     talk.classList.toggle("live", live);
   }
 
@@ -136,6 +135,7 @@
       case "state":
         setState(event.state);
         if (event.state === "interrupted" || event.state === "listening") endTurn();
+        if (event.state === "ended" && call) stop(true); // the server closed the session
         break;
       case "transcript":
         onTranscript(event);
@@ -197,11 +197,12 @@
       current.mic = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
       });
-      if (current.closed) return;
+      if (current.closed) return release(current);
       const pc = new RTCPeerConnection({ iceServers: [] });
       current.pc = pc;
       const track = current.mic.getAudioTracks()[0];
       pc.addTransceiver(track, { direction: "sendrecv", streams: [current.mic] });
+      // The events channel must exist before the offer, so the SDP carries an SCTP section.
       const channel = pc.createDataChannel("events");
       channel.onmessage = onEvent;
       pc.ontrack = (event) => {
@@ -211,22 +212,21 @@
       pc.onicecandidate = (event) => {
         if (event.candidate) console.debug("parley: local candidate", event.candidate.candidate);
       };
-      pc.oniceconnectionstatechange = () => {
-        console.info("parley: ice", pc.iceConnectionState);
-        if (pc.iceConnectionState === "failed" && !current.closed) {
-          showError("The audio connection failed (ICE). Check the network and try again.");
-          stop();
-        }
-      };
+      pc.oniceconnectionstatechange = () => console.info("parley: ice", pc.iceConnectionState);
       pc.onconnectionstatechange = () => {
         const s = pc.connectionState;
+        if (current.closed) return;
         setConnection(s === "connected" ? "Connected" : `Connection ${s}`);
+        if (s === "failed") {
+          showError("The audio connection failed. Check the network and try again.");
+          stop();
+        }
       };
 
       setConnection("Connecting…");
       await pc.setLocalDescription(await pc.createOffer());
-      await iceGatheringDone(pc);
-      if (current.closed) return;
+      await iceGatheringDone(pc); // non-trickle: the offer carries every candidate
+      if (current.closed) return release(current);
       const response = await fetch("/v1/sessions", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
@@ -235,44 +235,42 @@
       if (response.status !== 201) throw new Error(await errorText(response));
       const answer = await response.json();
       current.id = answer.id;
-      if (current.closed) {
-        deleteSession(answer.id);
-        return;
-      }
+      if (current.closed) return release(current);
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     } catch (err) {
-      if (current.closed) return;
+      if (current.closed) return release(current);
       console.error("parley: start failed", err);
-      const message =
-        err && err.name === "NotAllowedError"
-          ? "Microphone access was denied."
-          : (err && err.message) || String(err);
-      showError(message);
+      const denied = err && err.name === "NotAllowedError";
+      showError(denied ? "Microphone access was denied." : (err && err.message) || String(err));
       stop();
     }
   }
 
-  function deleteSession(id) {
-    return fetch(`/v1/sessions/${encodeURIComponent(id)}`, { method: "DELETE" }).catch((err) =>
-      console.warn("parley: hang-up request failed", err),
-    );
+  // Free everything a call holds; safe to call more than once.
+  function release(current, remoteEnded = false) {
+    if (current.id && !remoteEnded) {
+      fetch(`/v1/sessions/${encodeURIComponent(current.id)}`, { method: "DELETE" }).catch(
+        (err) => console.warn("parley: hang-up request failed", err),
+      );
+    }
+    current.id = null;
+    if (current.pc) current.pc.close();
+    if (current.mic) current.mic.getTracks().forEach((t) => t.stop());
   }
 
-  function stop() {
+  function stop(remoteEnded = false) {
     const current = call;
     call = null;
     setButton(false);
-    setConnection("Not connected");
+    setConnection(remoteEnded ? "The session ended" : "Not connected");
     endTurn();
     if (userLine && userLine.classList.contains("partial")) userLine.remove();
     userLine = null;
+    remote.srcObject = null;
     if (!current) return;
     current.closed = true;
-    setState("ended");
-    if (current.id) deleteSession(current.id);
-    if (current.pc) current.pc.close();
-    if (current.mic) current.mic.getTracks().forEach((t) => t.stop());
-    remote.srcObject = null;
+    setState(current.id ? "ended" : "idle");
+    release(current, remoteEnded);
   }
 
   talk.addEventListener("click", () => (call ? stop() : start()));
