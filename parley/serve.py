@@ -12,9 +12,14 @@ log = logging.getLogger("parley")
 
 def serve_runtime(overrides: dict[str, object], on_ready: Callable[[], None] | None = None) -> int:
     from parley_runtime import RuntimeSettings, create_app
-    from parley_runtime.models import ModelNotFoundError
+    from parley_runtime.models import ModelNotFoundError, check_models
 
     settings = RuntimeSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        check_models(settings.asr_model, None if settings.tts_url else settings.tts_voice)
+    except ModelNotFoundError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings), host=settings.host, port=settings.port,
@@ -30,9 +35,5 @@ def serve_runtime(overrides: dict[str, object], on_ready: Callable[[], None] | N
                 on_ready()
 
         server.startup = startup  # type: ignore[method-assign]
-    try:
-        server.run()
-    except ModelNotFoundError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+    server.run()
     return 0 if server.started else 1

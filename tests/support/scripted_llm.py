@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from tests.support.runtime_host import free_port
 
 
 @dataclass
@@ -63,11 +64,9 @@ def make_app(script: Script) -> FastAPI:
 class ScriptedLLMServer:
     def __init__(self) -> None:
         self.script = Script()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         config = uvicorn.Config(
-            make_app(self.script), host="127.0.0.1", port=self.port, log_level="warning"
+            make_app(self.script), host="127.0.0.1", port=self.port, log_level="critical"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -126,10 +126,9 @@ class Reply:
             await self._pipeline()
         except Exception as exc:  # a bug or a model failure must not leave waiters hanging
             log.exception("reply failed")
-            self.error = ("internal", repr(exc))
+            self._fail("internal", repr(exc))
             if not self.transcript.done():
                 self.transcript.set_result(self._prefix)
-            self._do(lambda: self._send(error_event("internal", repr(exc))))
             self._do(self._finish_without_audio)
 
     async def _pipeline(self) -> None:
@@ -147,8 +146,7 @@ class Reply:
         except (LLMError, TTSError) as exc:
             code = "llm_unavailable" if isinstance(exc, LLMError) else "tts_unavailable"
             log.warning("turn failed (%s): %s", code, exc)
-            self.error = (code, str(exc))
-            self._do(lambda: self._send(error_event(code, str(exc))))
+            self._fail(code, str(exc))
         last = self.segments[-1] if self.segments else None
         tail = resampler.flush()
         self._do(lambda: self._end_audio(tail, last))
@@ -158,13 +156,13 @@ class Reply:
         requested = time.monotonic()
         async for delta in self._llm.stream(self._history.messages(self.user_text)):
             for sentence in chunker.push(delta):
-                if self.llm_first_sentence_ms is None:
-                    self.llm_first_sentence_ms = _ms(requested)
-                await self._speak(sentence, resampler)
+                await self._speak(sentence, resampler, requested)
         for sentence in chunker.flush():
-            await self._speak(sentence, resampler)
+            await self._speak(sentence, resampler, requested)
 
-    async def _speak(self, sentence: str, resampler: Resampler) -> None:
+    async def _speak(self, sentence: str, resampler: Resampler, requested: float) -> None:
+        if self.llm_first_sentence_ms is None:
+            self.llm_first_sentence_ms = _ms(requested)
         segment = PlaybackSegment(sentence)
         first_of_reply = not self.segments
         self.segments.append(segment)
@@ -190,6 +188,11 @@ class Reply:
             effect()
         else:
             self._held.append(effect)
+
+    def _fail(self, code: str, message: str) -> None:
+        self.error = (code, message)
+        event = error_event(code, message)
+        self._do(lambda: self._send(event))
 
     def _end_audio(self, tail: Any, last: PlaybackSegment | None) -> None:
         if last is None:

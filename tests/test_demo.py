@@ -1,0 +1,76 @@
+"""`parley demo` as a user runs it: no terminal, prints the address, serves the page, and
+SIGTERM stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.support.runtime_host import free_port
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_demo_starts_serves_and_stops_everything_on_sigterm() -> None:
+    port, llm_port = free_port(), free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "parley", "demo", "--port", str(port), "--llm-port", str(llm_port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if line.strip() == f"open http://127.0.0.1:{port}":
+                break
+        assert f"open http://127.0.0.1:{port}" in lines, "\n".join(lines)
+        assert "Talk" in httpx.get(f"http://127.0.0.1:{port}/").text
+        assert httpx.get(f"http://127.0.0.1:{llm_port}/v1/models").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["ready"] is True
+        llm_children = children_of(demo.pid)
+        assert llm_children, "the LLM server should be a child of the demo"
+
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(30) == 0
+        time.sleep(0.5)
+        assert not [pid for pid in llm_children if alive(pid)], "LLM server left running"
+        for url in (f"http://127.0.0.1:{port}/healthz", f"http://127.0.0.1:{llm_port}/v1/models"):
+            try:
+                httpx.get(url, timeout=1)
+                raise AssertionError(f"{url} still answers after SIGTERM")
+            except httpx.ConnectError:
+                pass
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
