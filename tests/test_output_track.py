@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from parley_runtime.audio import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, AgentAudioOutput, PlaybackSegment
-from parley_runtime.audio import output as output_module
 
 
 class FakeClock:
@@ -23,19 +22,22 @@ class FakeClock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    clock = FakeClock(lateness=0.003)
-    monkeypatch.setattr(output_module.time, "monotonic", clock.monotonic)
-    monkeypatch.setattr(output_module.asyncio, "sleep", clock.sleep)
-    return clock
+def clock() -> FakeClock:
+    return FakeClock(lateness=0.003)
+
+
+@pytest.fixture
+def track(clock: FakeClock) -> AgentAudioOutput:
+    return AgentAudioOutput(clock=clock.monotonic, sleep=clock.sleep)
 
 
 def tone(frames: int, value: int = 1000) -> np.ndarray:
     return np.full(frames * OUTPUT_FRAME_SAMPLES, value, dtype=np.int16)
 
 
-async def test_ten_minutes_of_frames_do_not_drift(clock: FakeClock) -> None:
-    track = AgentAudioOutput()
+async def test_ten_minutes_of_frames_do_not_drift(
+    track: AgentAudioOutput, clock: FakeClock
+) -> None:
     start = clock.now
     frames = 10 * 60 * 50
     for _ in range(frames):
@@ -48,8 +50,7 @@ async def test_ten_minutes_of_frames_do_not_drift(clock: FakeClock) -> None:
     assert expected <= clock.now <= expected + 0.0031
 
 
-async def test_silence_when_idle_then_queued_audio(clock: FakeClock) -> None:
-    track = AgentAudioOutput()
+async def test_silence_when_idle_then_queued_audio(track: AgentAudioOutput) -> None:
     assert not (await track.recv()).to_ndarray().any()
     track.push(tone(2))
     assert (await track.recv()).to_ndarray().max() == 1000
@@ -57,8 +58,7 @@ async def test_silence_when_idle_then_queued_audio(clock: FakeClock) -> None:
     assert not (await track.recv()).to_ndarray().any()
 
 
-async def test_clear_stops_audio_at_the_next_frame(clock: FakeClock) -> None:
-    track = AgentAudioOutput()
+async def test_clear_stops_audio_at_the_next_frame(track: AgentAudioOutput) -> None:
     segment = PlaybackSegment("hello there")
     track.push(tone(50), segment)
     for _ in range(10):
@@ -69,8 +69,7 @@ async def test_clear_stops_audio_at_the_next_frame(clock: FakeClock) -> None:
     assert not track.pending
 
 
-async def test_pause_holds_audio_and_resume_continues_where_it_stopped(clock: FakeClock) -> None:
-    track = AgentAudioOutput()
+async def test_pause_holds_audio_and_resume_continues_where_it_stopped(track: AgentAudioOutput) -> None:
     track.push(np.concatenate([tone(1, 100), tone(1, 200), tone(1, 300)]))
     assert (await track.recv()).to_ndarray().max() == 100
     track.pause()
@@ -81,8 +80,7 @@ async def test_pause_holds_audio_and_resume_continues_where_it_stopped(clock: Fa
     assert (await track.recv()).to_ndarray().max() == 300
 
 
-async def test_marks_fire_when_playback_reaches_them(clock: FakeClock) -> None:
-    track = AgentAudioOutput()
+async def test_marks_fire_when_playback_reaches_them(track: AgentAudioOutput) -> None:
     seen: list[str] = []
     track.mark(lambda: seen.append("start"))
     track.push(tone(2))
@@ -95,8 +93,7 @@ async def test_marks_fire_when_playback_reaches_them(clock: FakeClock) -> None:
     assert seen == ["start", "end"]
 
 
-async def test_partial_frames_are_padded_on_flush(clock: FakeClock) -> None:
-    track = AgentAudioOutput()
+async def test_partial_frames_are_padded_on_flush(track: AgentAudioOutput) -> None:
     track.push(np.full(OUTPUT_FRAME_SAMPLES + 10, 7, dtype=np.int16))
     track.flush()
     await track.recv()

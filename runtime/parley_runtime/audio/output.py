@@ -12,7 +12,7 @@ import asyncio
 import fractions
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import av
@@ -53,8 +53,14 @@ class _Mark:
 class AgentAudioOutput(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         super().__init__()
+        self._clock = clock
+        self._sleep = sleep
         self._queue: deque[_Frame | _Mark] = deque()
         self._remainder = np.zeros(0, dtype=np.int16)
         self._paused = False
@@ -111,11 +117,11 @@ class AgentAudioOutput(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
-            self._start = time.monotonic()
+            self._start = self._clock()
         else:
-            wait = self._start + self._sent / OUTPUT_RATE - time.monotonic()
+            wait = self._start + self._sent / OUTPUT_RATE - self._clock()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
         pcm = self._next_pcm()
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = OUTPUT_RATE
@@ -136,7 +142,7 @@ class AgentAudioOutput(MediaStreamTrack):
             if item.segment is not None:
                 item.segment.played += 1
                 if item.segment.first_played_at is None:
-                    item.segment.first_played_at = time.monotonic()
+                    item.segment.first_played_at = self._clock()
             self.voiced_frames_sent += 1
             return item.pcm
         return _SILENCE
