@@ -28,7 +28,7 @@ def say(message: str) -> None:
 class LLMServer:
     """llama.cpp's server (llama-cpp-python) as a child process in its own process group."""
 
-    def __init__(self, port: int, threads: int = 1) -> None:
+    def __init__(self, port: int, threads: int = 2) -> None:
         self.port = port
         self.threads = threads
         self.url = f"http://127.0.0.1:{port}/v1"

@@ -113,16 +113,24 @@ class TestAdaptiveSilence:
 
 
 class TestBargeInGuard:
-    def test_confirmed_after_enough_speech(self) -> None:
-        guard = BargeInGuard(confirm_ms=200)
+    def test_confirmed_after_enough_speech_even_across_a_short_pause(self) -> None:
+        guard = BargeInGuard(confirm_ms=200, resume_after_ms=480)
         assert guard.speech_started() is BargeInAction.PAUSE
-        assert guard.speech_continues(96) is None
-        assert guard.speech_continues(224) is BargeInAction.CONFIRM
+        assert guard.update(speech_ms=96, silence_ms=0) is None
+        assert guard.update(speech_ms=128, silence_ms=320) is None  # "Wait, ..."
+        assert guard.update(speech_ms=224, silence_ms=0) is BargeInAction.CONFIRM
         assert not guard.pending
-        assert guard.speech_stopped() is None
+        assert guard.update(speech_ms=500, silence_ms=0) is None
 
-    def test_false_alarm_resumes(self) -> None:
-        guard = BargeInGuard(confirm_ms=200)
+    def test_false_alarm_resumes_after_silence(self) -> None:
+        guard = BargeInGuard(confirm_ms=200, resume_after_ms=480)
         guard.speech_started()
-        assert guard.speech_stopped() is BargeInAction.RESUME
-        assert guard.speech_continues(500) is None
+        assert guard.update(speech_ms=128, silence_ms=448) is None
+        assert guard.update(speech_ms=128, silence_ms=480) is BargeInAction.RESUME
+        assert guard.update(speech_ms=500, silence_ms=0) is None
+
+    def test_a_discarded_click_resumes_at_once(self) -> None:
+        guard = BargeInGuard()
+        guard.speech_started()
+        assert guard.utterance_ended() is BargeInAction.RESUME
+        assert guard.utterance_ended() is None

@@ -72,7 +72,7 @@ async def _turn(peer: Peer, number: int, question: str) -> dict[str, Any]:
         "question": question,
         "v2v_ms": round((first - asked) * 1000, 1),
         **{k: metrics.get(k) for k in (
-            "ttfa_ms", "asr_ms", "llm_first_sentence_ms", "tts_first_chunk_ms",
+            "ttfa_ms", "asr_ms", "llm_first_token_ms", "llm_first_sentence_ms", "tts_first_chunk_ms",
             "endpoint_ms", "speculative",
         )},
     }
@@ -115,7 +115,8 @@ async def _bench(url: str, turns: int, barge_ins: int, out: Path) -> dict[str, A
             records.append(record)
             print(
                 f"turn {number:3d}  V2V {record['v2v_ms']:7.1f} ms  TTFA {record['ttfa_ms']:7.1f} ms"
-                f"  ASR {record['asr_ms']} ms  LLM {record['llm_first_sentence_ms']} ms"
+                f"  ASR {record['asr_ms']} ms  LLM {record['llm_first_token_ms']}/"
+                f"{record['llm_first_sentence_ms']} ms"
                 f"  TTS {record['tts_first_chunk_ms']} ms  endpoint {record['endpoint_ms']} ms",
                 flush=True,
             )
@@ -134,7 +135,10 @@ async def _bench(url: str, turns: int, barge_ins: int, out: Path) -> dict[str, A
         return [float(r[key]) for r in rows if r.get(key) is not None]
 
     steady, warm_up = records[WARM_UP_TURNS:], records[:WARM_UP_TURNS]
-    stages = ("v2v_ms", "ttfa_ms", "asr_ms", "llm_first_sentence_ms", "tts_first_chunk_ms")
+    stages = (
+        "v2v_ms", "ttfa_ms", "asr_ms", "llm_first_token_ms", "llm_first_sentence_ms",
+        "tts_first_chunk_ms",
+    )
     report = {
         "url": url,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

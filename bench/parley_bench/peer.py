@@ -23,7 +23,7 @@ from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from parley_runtime.audio import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, Resampler, is_voiced
-from parley_runtime.webrtc import peer_connection
+from parley_runtime.webrtc import peer_connection, set_audio_prefetch
 
 _TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
 
@@ -176,7 +176,9 @@ class Peer:
         self._channel_open = asyncio.Event()
 
     async def connect(self, timeout: float = 30.0, **fields: str) -> None:
-        self.pc.addTransceiver(self.mic, direction="sendrecv")
+        transceiver = self.pc.addTransceiver(self.mic, direction="sendrecv")
+        # Time agent audio as it arrives, before any playout buffering (DESIGN: "received").
+        set_audio_prefetch(transceiver.receiver, 0)
         channel = self.pc.createDataChannel("events")
         channel.on("open", self._channel_open.set)
         channel.on("message", self._on_message)

@@ -30,6 +30,10 @@ class RuntimeSettings(BaseSettings):
         default_factory=list, description="STUN/TURN URLs; none by default (no outside traffic)."
     )
 
+    jitter_prefetch_frames: int = Field(
+        1, ge=0, le=8, description="20 ms frames held by the inbound jitter buffer (aiortc: 4)."
+    )
+
     max_sessions: int = Field(8, ge=1, description="Session cap; beyond it POST answers 503.")
     retry_after_s: int = Field(5, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)

@@ -24,7 +24,7 @@ from parley_runtime.audio import INPUT_RATE, AgentAudioOutput, Resampler
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.events import EVENTS_LABEL, EventChannel
 from parley_runtime.telemetry import ConversationObserver
-from parley_runtime.webrtc import peer_connection
+from parley_runtime.webrtc import peer_connection, set_audio_prefetch
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Session:
         self.created_at = time.monotonic()
         self.last_audio_at: float | None = None
         self.pc = peer_connection(settings.ice_servers)
+        self._prefetch = settings.jitter_prefetch_frames
         self.output = AgentAudioOutput()
         self.events = EventChannel()
         self.conversation = Conversation(
@@ -83,6 +84,7 @@ class Session:
         audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
         if not audio:
             raise OfferError("the offer has no usable audio section")
+        set_audio_prefetch(audio[0].receiver, self._prefetch)
         audio[0].sender.replaceTrack(self.output)
         audio[0].direction = "sendrecv"
         await self.pc.setLocalDescription(await self.pc.createAnswer())

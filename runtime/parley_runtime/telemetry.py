@@ -15,6 +15,7 @@ class TurnMetrics:
     turn: int
     ttfa_ms: float | None = None
     asr_ms: float | None = None
+    llm_first_token_ms: float | None = None
     llm_first_sentence_ms: float | None = None
     tts_first_chunk_ms: float | None = None
     endpoint_ms: int | None = None

@@ -41,6 +41,10 @@ _PREROLL_MS = 300
 #: Speech starting this soon after a commit means the user was cut off, not interrupting.
 _CUT_OFF_WINDOW_MS = 1000
 _PARTIAL_MIN_MS = 800
+#: Narrow the endpoint only after a turn that ended safely *and* whose speculative answer was
+#: already waiting at commit: when the pipeline is the bottleneck, a shorter endpoint only
+#: risks cutting the user off without answering any sooner.
+_READY_AT_COMMIT_MS = 60
 
 
 @dataclass
@@ -132,10 +136,11 @@ class Conversation:
         for prob in self._vad.feed(pcm):
             for signal in self._endpointer.update(prob):
                 self._on_signal(signal)
-            if self._guard.pending:
-                action = self._guard.speech_continues(self._endpointer.speech_ms)
-                if action is BargeInAction.CONFIRM:
-                    self._interrupt()
+            action = self._guard.update(self._endpointer.speech_ms, self._endpointer.silence_ms)
+            if action is BargeInAction.CONFIRM:
+                self._interrupt()
+            elif action is BargeInAction.RESUME:
+                self._false_barge_in()
         self._maybe_partial()
 
     def _remember(self, pcm: np.ndarray) -> None:
@@ -153,9 +158,7 @@ class Conversation:
             if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
                 self._speech_while_agent_turn()
         elif signal is TurnSignal.PAUSE:
-            if self._guard.speech_stopped() is BargeInAction.RESUME:
-                self._false_barge_in()
-            elif self.state is ConversationState.LISTENING and self.reply is None:
+            if self.state is ConversationState.LISTENING and self.reply is None:
                 self.reply = self._new_reply(self._utterance_audio())
         elif signal is TurnSignal.RESUME:
             if self.reply is not None and not self.reply.committed:
@@ -163,11 +166,14 @@ class Conversation:
                 self.reply = None
                 self._notify("on_speculation", False)
         elif signal is TurnSignal.DISCARD:
-            if self._guard.speech_stopped() is BargeInAction.RESUME:
+            if self._guard.utterance_ended() is BargeInAction.RESUME:
                 self._false_barge_in()
             self._utterance = []
         elif signal is TurnSignal.END_OF_TURN:
-            self._end_of_turn()
+            if self._guard.utterance_ended() is BargeInAction.RESUME:
+                self._false_barge_in()
+            else:
+                self._end_of_turn()
 
     def _speech_while_agent_turn(self) -> None:
         if (
@@ -252,6 +258,7 @@ class Conversation:
                 turn=turn,
                 ttfa_ms=reply.ttfa_ms,
                 asr_ms=reply.asr_ms,
+                llm_first_token_ms=reply.llm_first_token_ms,
                 llm_first_sentence_ms=reply.llm_first_sentence_ms,
                 tts_first_chunk_ms=reply.tts_first_chunk_ms,
                 endpoint_ms=self.silence.current_ms,
@@ -264,7 +271,8 @@ class Conversation:
             self._notify("on_error", reply.error[0])
         if user_text and reply.spoken_text:
             self.history.add_turn(user_text, reply.spoken_text)
-            self.silence.safe()
+            if reply.ttfa_ms is not None and reply.ttfa_ms <= _READY_AT_COMMIT_MS:
+                self.silence.safe()
         elif user_text and reply.error is not None:
             self._carry_over = ""
         if self.reply is reply:

@@ -81,6 +81,7 @@ class Reply:
         self.segments: list[PlaybackSegment] = []
         self.error: tuple[str, str] | None = None
         self.asr_ms: float | None = None
+        self.llm_first_token_ms: float | None = None
         self.llm_first_sentence_ms: float | None = None
         self.tts_first_chunk_ms: float | None = None
         self._task = asyncio.create_task(self._run(), name="reply")
@@ -155,6 +156,8 @@ class Reply:
         chunker = SentenceChunker()
         requested = time.monotonic()
         async for delta in self._llm.stream(self._history.messages(self.user_text)):
+            if self.llm_first_token_ms is None:
+                self.llm_first_token_ms = _ms(requested)
             for sentence in chunker.push(delta):
                 await self._speak(sentence, resampler, requested)
         for sentence in chunker.flush():
