@@ -15,8 +15,17 @@ from parley import __version__
 
 
 def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
-    names = ("host", "port", "llm_url", "llm_model", "tts_url", "asr_model", "asr_device",
-             "max_sessions", "system_prompt")
+    names = (
+        "host",
+        "port",
+        "llm_url",
+        "llm_model",
+        "tts_url",
+        "asr_model",
+        "asr_device",
+        "max_sessions",
+        "system_prompt",
+    )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -25,7 +34,9 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, port_default: int | None
     parser.add_argument("--port", type=int, default=port_default, help="listen port (8080)")
     parser.add_argument("--llm-url", help="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
     parser.add_argument("--llm-model", help="model name sent to the LLM server")
-    parser.add_argument("--tts-url", help="OpenAI-compatible speech server (default: in-process Piper)")
+    parser.add_argument(
+        "--tts-url", help="OpenAI-compatible speech server (default: in-process Piper)"
+    )
     parser.add_argument("--asr-model", help="tiny.en (packaged) or a CTranslate2 model directory")
     parser.add_argument("--asr-device", choices=["cpu", "cuda"])
     parser.add_argument("--max-sessions", type=int, help="session cap (503 beyond it)")

@@ -41,10 +41,21 @@ class LLMServer:
         gguf = smollm2_gguf_path()
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(gguf), "--model_alias", LLM_MODEL_NAME,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_ctx", "8192", "--n_threads", str(self.threads),
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            LLM_MODEL_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            "8192",
+            "--n_threads",
+            str(self.threads),
         ]
         say(f"starting the local LLM server ({LLM_MODEL_NAME}, llama.cpp) on {self.url}")
         with self.log_path.open("wb") as log:
@@ -64,7 +75,9 @@ class LLMServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        raise RuntimeError(f"the LLM server was not ready in {timeout_s:.0f} s; see {self.log_path}")
+        raise RuntimeError(
+            f"the LLM server was not ready in {timeout_s:.0f} s; see {self.log_path}"
+        )
 
     def stop(self) -> None:
         process, self._process = self._process, None

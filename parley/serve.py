@@ -22,8 +22,11 @@ def serve_runtime(overrides: dict[str, object], on_ready: Callable[[], None] | N
         return 1
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port,
-            log_level="warning", lifespan="on",
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
         )
     )
     if on_ready is not None:

@@ -69,7 +69,9 @@ async def test_spoken_question_gets_a_spoken_answer(peer: Peer, runtime_host: Ru
 async def test_barge_in_stops_the_agent_and_the_next_question_is_answered(
     peer: Peer, runtime: RunningApp
 ) -> None:
-    story = np.concatenate([await speech("Tell me a long story about a brave sailor."), silence(200)])
+    story = np.concatenate(
+        [await speech("Tell me a long story about a brave sailor."), silence(200)]
+    )
     asked = await peer.mic.say(story).finished
     speaking_at = await peer.wait_state("speaking", 30, after=asked)
     first_audio = await peer.agent.wait_voiced_after(asked, 30)
@@ -85,7 +87,9 @@ async def test_barge_in_stops_the_agent_and_the_next_question_is_answered(
 
     # The agent's audio stopped: nothing audible from it while the user kept talking.
     spoke_until = await interruption.finished
-    agent_during = [at for at, voiced in peer.agent.frames if voiced and barge_at < at < spoke_until]
+    agent_during = [
+        at for at, voiced in peer.agent.frames if voiced and barge_at < at < spoke_until
+    ]
     assert agent_during and max(agent_during) - barge_at < 1.0, "agent kept talking over the user"
 
     # History keeps only what the user heard of the interrupted answer.

@@ -40,7 +40,10 @@ def test_demo_starts_serves_and_stops_everything_on_sigterm() -> None:
     port, llm_port = free_port(), free_port()
     demo = subprocess.Popen(
         [sys.executable, "-m", "parley", "demo", "--port", str(port), "--llm-port", str(llm_port)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     try:

@@ -111,7 +111,8 @@ async def test_vanished_client_is_reaped_and_nothing_leaks(
     def session_tasks() -> list[str]:
         async def names() -> list[str]:
             return sorted(
-                t.get_name() for t in asyncio.all_tasks()
+                t.get_name()
+                for t in asyncio.all_tasks()
                 if t.get_name().startswith(("read-", "reply", "follow", "partial"))
             )
 
@@ -125,13 +126,13 @@ async def test_vanished_client_is_reaped_and_nothing_leaks(
         await peer.pc.close()  # gone without a DELETE
         deadline = time.monotonic() + 15
         manager = app.app.state.manager
-        while manager.sessions and time.monotonic() < deadline:
+        while manager.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 (other thread)
             await asyncio.sleep(0.2)
         assert manager.sessions == {}
         assert session_tasks() == []
         async with httpx.AsyncClient() as http:
             metrics = (await http.get(f"{app.url}/metrics")).text
-        assert 'parley_sessions_reaped_total{reason=' in metrics
+        assert "parley_sessions_reaped_total{reason=" in metrics
     finally:
         runtime_host.stop(app)
 
@@ -167,9 +168,21 @@ class TestMissingModels:
 
     def test_runtime_serve_exits_with_the_reason(self) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "parley", "runtime", "serve", "--asr-model", "/nowhere",
-             "--port", str(free_port())],
-            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "parley",
+                "runtime",
+                "serve",
+                "--asr-model",
+                "/nowhere",
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
         )
         assert result.returncode == 1
         assert "cannot start" in result.stderr and "/nowhere" in result.stderr

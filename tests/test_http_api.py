@@ -73,7 +73,10 @@ async def test_whip_style_sdp_body(http: httpx.AsyncClient) -> None:
     ("body", "fragment"),
     [
         ({"sdp": "this is not sdp", "type": "offer"}, "no audio"),
-        ({"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nnonsense", "type": "offer"}, "malformed"),
+        (
+            {"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nnonsense", "type": "offer"},
+            "malformed",
+        ),
         ({"type": "offer"}, "expected"),
         ({"sdp": "v=0", "type": "answer"}, "expected type 'offer'"),
         ({"sdp": "v=0", "type": "offer", "voice": 3}, "'voice' must be a string"),
@@ -140,7 +143,9 @@ async def test_session_cap_answers_503_with_retry_after(app: RunningApp) -> None
             await peer.close()
 
 
-async def test_drain_stops_admission(runtime_host: RuntimeHost, scripted_llm: ScriptedLLMServer) -> None:
+async def test_drain_stops_admission(
+    runtime_host: RuntimeHost, scripted_llm: ScriptedLLMServer
+) -> None:
     app = runtime_host.start(llm_url=scripted_llm.url)
     try:
         async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:

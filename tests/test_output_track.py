@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from parley_runtime.audio import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, AgentAudioOutput, PlaybackSegment
+from parley_runtime.audio import (
+    OUTPUT_FRAME_SAMPLES,
+    OUTPUT_RATE,
+    AgentAudioOutput,
+    PlaybackSegment,
+)
 
 
 class FakeClock:
@@ -69,7 +74,9 @@ async def test_clear_stops_audio_at_the_next_frame(track: AgentAudioOutput) -> N
     assert not track.pending
 
 
-async def test_pause_holds_audio_and_resume_continues_where_it_stopped(track: AgentAudioOutput) -> None:
+async def test_pause_holds_audio_and_resume_continues_where_it_stopped(
+    track: AgentAudioOutput,
+) -> None:
     track.push(np.concatenate([tone(1, 100), tone(1, 200), tone(1, 300)]))
     assert (await track.recv()).to_ndarray().max() == 100
     track.pause()

@@ -15,7 +15,19 @@ def chunk(deltas: list[str]) -> list[str]:
 
 class TestChunker:
     def test_sentences_split_as_tokens_arrive(self) -> None:
-        tokens = "Paris is the capital. It has the Eiffel Tower! Want more?".split(" ")
+        tokens = [
+            "Paris",
+            "is",
+            "the",
+            "capital.",
+            "It",
+            "has",
+            "the",
+            "Eiffel",
+            "Tower!",
+            "Want",
+            "more?",
+        ]
         deltas = [t + " " for t in tokens]
         assert chunk(deltas) == ["Paris is the capital.", "It has the Eiffel Tower!", "Want more?"]
 

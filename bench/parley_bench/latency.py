@@ -71,10 +71,18 @@ async def _turn(peer: Peer, number: int, question: str) -> dict[str, Any]:
         "turn": number,
         "question": question,
         "v2v_ms": round((first - asked) * 1000, 1),
-        **{k: metrics.get(k) for k in (
-            "ttfa_ms", "asr_ms", "llm_first_token_ms", "llm_first_sentence_ms", "tts_first_chunk_ms",
-            "endpoint_ms", "speculative",
-        )},
+        **{
+            k: metrics.get(k)
+            for k in (
+                "ttfa_ms",
+                "asr_ms",
+                "llm_first_token_ms",
+                "llm_first_sentence_ms",
+                "tts_first_chunk_ms",
+                "endpoint_ms",
+                "speculative",
+            )
+        },
     }
 
 
@@ -95,7 +103,7 @@ async def _barge_in(peer: Peer) -> float | None:
     return round(((last or started) - started) * 1000, 1)
 
 
-async def _bench(url: str, turns: int, barge_ins: int, out: Path) -> dict[str, Any]:
+async def _bench(url: str, turns: int, barge_ins: int) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=5) as http:
         try:
             ready = await http.get(f"{url}/readyz")
@@ -114,7 +122,8 @@ async def _bench(url: str, turns: int, barge_ins: int, out: Path) -> dict[str, A
             record = await _turn(peer, number, QUESTIONS[(number - 1) % len(QUESTIONS)])
             records.append(record)
             print(
-                f"turn {number:3d}  V2V {record['v2v_ms']:7.1f} ms  TTFA {record['ttfa_ms']:7.1f} ms"
+                f"turn {number:3d}  V2V {record['v2v_ms']:7.1f} ms"
+                f"  TTFA {record['ttfa_ms']:7.1f} ms"
                 f"  ASR {record['asr_ms']} ms  LLM {record['llm_first_token_ms']}/"
                 f"{record['llm_first_sentence_ms']} ms"
                 f"  TTS {record['tts_first_chunk_ms']} ms  endpoint {record['endpoint_ms']} ms",
@@ -136,7 +145,11 @@ async def _bench(url: str, turns: int, barge_ins: int, out: Path) -> dict[str, A
 
     steady, warm_up = records[WARM_UP_TURNS:], records[:WARM_UP_TURNS]
     stages = (
-        "v2v_ms", "ttfa_ms", "asr_ms", "llm_first_token_ms", "llm_first_sentence_ms",
+        "v2v_ms",
+        "ttfa_ms",
+        "asr_ms",
+        "llm_first_token_ms",
+        "llm_first_sentence_ms",
         "tts_first_chunk_ms",
     )
     report = {
@@ -148,11 +161,11 @@ async def _bench(url: str, turns: int, barge_ins: int, out: Path) -> dict[str, A
         "all": {k: summarize(column(k, records)) for k in stages},
         "barge_in_ms": {**summarize(bargings), "samples": bargings, "not_counted": skipped},
         "speculative_share": (
-            round(sum(1 for r in records if r["speculative"]) / len(records), 2) if records else None
+            round(sum(1 for r in records if r["speculative"]) / len(records), 2)
+            if records
+            else None
         ),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -172,11 +185,15 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def run_latency_bench(url: str, turns: int, barge_ins: int | None, out: str) -> int:
-    print(f"latency bench: {turns} turns and {barge_ins if barge_ins is not None else turns} "
-          f"barge-ins against {url}", flush=True)
-    report = asyncio.run(
-        _bench(url.rstrip("/"), turns, turns if barge_ins is None else barge_ins, Path(out))
+    print(
+        f"latency bench: {turns} turns and {barge_ins if barge_ins is not None else turns} "
+        f"barge-ins against {url}",
+        flush=True,
     )
+    report = asyncio.run(_bench(url.rstrip("/"), turns, turns if barge_ins is None else barge_ins))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
     print_report(report)
     print(f"\nwrote {out}", file=sys.stderr)
     return 0

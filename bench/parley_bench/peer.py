@@ -119,6 +119,7 @@ class AgentRecorder:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
                 pcm = resampler.frame(frame)
                 self.chunks.append(pcm)
                 self.frames.append((time.monotonic(), is_voiced(pcm)))

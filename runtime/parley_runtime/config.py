@@ -23,8 +23,8 @@ class RuntimeSettings(BaseSettings):
 
     ice_host_addresses: list[str] = Field(
         default_factory=list,
-        description="Addresses for host ICE candidates; empty = every interface (aioice's default). "
-        "The embedded demo uses 127.0.0.1.",
+        description="Addresses for host ICE candidates; empty = every interface (aioice's "
+        "default). The embedded demo uses 127.0.0.1.",
     )
     ice_servers: list[str] = Field(
         default_factory=list, description="STUN/TURN URLs; none by default (no outside traffic)."
@@ -37,7 +37,9 @@ class RuntimeSettings(BaseSettings):
     max_sessions: int = Field(8, ge=1, description="Session cap; beyond it POST answers 503.")
     retry_after_s: int = Field(5, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
-    connect_timeout_s: float = Field(30.0, gt=0, description="Reap a session not connected by then.")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, description="Reap a session not connected by then."
+    )
     idle_timeout_s: float = Field(20.0, gt=0, description="Reap a session with no inbound audio.")
 
     asr_model: str = Field("tiny.en", description="tiny.en (packaged) or a CTranslate2 model dir.")
@@ -55,7 +57,9 @@ class RuntimeSettings(BaseSettings):
     history_token_budget: int = Field(8192, ge=256)
     history_rollover_tokens: int = Field(7500, ge=128)
 
-    tts_url: str = Field("", description="OpenAI-compatible /v1/audio/speech server; empty = Piper.")
+    tts_url: str = Field(
+        "", description="OpenAI-compatible /v1/audio/speech server; empty = Piper."
+    )
     tts_voice: str = Field("en_US-joe-medium", description="Piper voice name or .onnx path.")
     tts_model: str = "piper"
 

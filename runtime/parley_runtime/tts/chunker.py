@@ -40,8 +40,8 @@ class SentenceChunker:
                 end = match.end()
                 break
         if end is None and self._emitted == 0 and len(self._buffer) >= self.first_clause_chars:
-            match = _CLAUSE_END.search(self._buffer, self.min_chars)
-            end = match.end() if match else None
+            clause = _CLAUSE_END.search(self._buffer, self.min_chars)
+            end = clause.end() if clause else None
         if end is None:
             return None
         piece, self._buffer = speakable(self._buffer[:end]), self._buffer[end:]

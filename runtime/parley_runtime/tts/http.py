@@ -19,7 +19,9 @@ OPENAI_PCM_RATE = 24_000
 class HTTPSpeechClient(TTSService):
     name = "http"
 
-    def __init__(self, base_url: str, model: str = "piper", voice: str = "", timeout_s: float = 20.0):
+    def __init__(
+        self, base_url: str, model: str = "piper", voice: str = "", timeout_s: float = 20.0
+    ):
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
