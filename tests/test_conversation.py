@@ -90,7 +90,8 @@ async def test_barge_in_stops_the_agent_and_the_next_question_is_answered(
     agent_during = [
         at for at, voiced in peer.agent.frames if voiced and barge_at < at < spoke_until
     ]
-    assert agent_during and max(agent_during) - barge_at < 1.0, "agent kept talking over the user"
+    # (none at all is fine too: the interruption may land in a pause between sentences)
+    assert max(agent_during, default=barge_at) - barge_at < 1.0, "agent kept talking over the user"
 
     # History keeps only what the user heard of the interrupted answer.
     session = runtime.app.state.manager.get(peer.session_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import time
 from collections.abc import Callable
@@ -22,10 +21,15 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from parley_runtime.audio import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, Resampler, is_voiced
+from parley_runtime.audio import (
+    OUTPUT_FRAME_SAMPLES,
+    OUTPUT_RATE,
+    FramePacer,
+    Resampler,
+    audio_frame,
+    is_voiced,
+)
 from parley_runtime.webrtc import peer_connection, set_audio_prefetch
-
-_TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
 
 
 @dataclass
@@ -46,8 +50,7 @@ class ScriptedMicrophone(MediaStreamTrack):
         super().__init__()
         self._queue: list[_Utterance] = []
         self._offset = 0
-        self._start: float | None = None
-        self._sent = 0
+        self._pacer = FramePacer()
 
     def say(self, pcm: np.ndarray) -> _Utterance:
         """Queue `pcm` (48 kHz mono int16). `started` resolves with the send time of the first
@@ -67,19 +70,8 @@ class ScriptedMicrophone(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            wait = self._start + self._sent / OUTPUT_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        pcm = self._next()
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = OUTPUT_RATE
-        frame.pts = self._sent
-        frame.time_base = _TIME_BASE
-        self._sent += OUTPUT_FRAME_SAMPLES
-        return frame
+        pts = await self._pacer.wait()
+        return audio_frame(self._next(), pts)
 
     def _next(self) -> np.ndarray:
         out = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)

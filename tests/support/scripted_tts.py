@@ -6,16 +6,14 @@ die mid-stream or answer 500. The real TTS server is Parley's own (`parley tts s
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parley_runtime.tts import PiperTTS
-from tests.support.runtime_host import free_port
+from tests.support.threaded_server import ThreadedServer
 
 
 @dataclass
@@ -54,26 +52,7 @@ def make_app(script: Script, piper: PiperTTS) -> FastAPI:
     return app
 
 
-class ScriptedTTSServer:
+class ScriptedTTSServer(ThreadedServer):
     def __init__(self, piper: PiperTTS) -> None:
         self.script = Script()
-        self.port = free_port()
-        config = uvicorn.Config(
-            make_app(self.script, piper), host="127.0.0.1", port=self.port, log_level="critical"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> ScriptedTTSServer:
-        self._thread.start()
-        while not self._server.started:
-            threading.Event().wait(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+        super().__init__(make_app(self.script, piper))

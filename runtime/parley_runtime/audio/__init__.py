@@ -1,6 +1,7 @@
 """Audio plumbing: PCM helpers, the inbound reader and the paced outbound track."""
 
 from parley_runtime.audio.output import AgentAudioOutput, PlaybackSegment
+from parley_runtime.audio.pacing import FramePacer, audio_frame
 from parley_runtime.audio.pcm import (
     INPUT_RATE,
     OUTPUT_FRAME_SAMPLES,
@@ -15,8 +16,10 @@ __all__ = [
     "OUTPUT_FRAME_SAMPLES",
     "OUTPUT_RATE",
     "AgentAudioOutput",
+    "FramePacer",
     "PlaybackSegment",
     "Resampler",
+    "audio_frame",
     "is_voiced",
     "trim_leading_silence",
 ]

@@ -1,15 +1,13 @@
 """The agent's voice: a paced 48 kHz outbound track with `pause`, `resume` and `clear`.
 
-aiortc pulls one 20 ms frame at a time from `recv`. The schedule is absolute (start time +
-samples sent), so a long session does not drift. When nothing is queued, or while paused, the
-track sends silence. `clear` drops everything queued at once, which is what makes a barge-in
-stop the agent within one frame.
+aiortc pulls one 20 ms frame at a time from `recv`, paced by `FramePacer`. When nothing is
+queued, or while paused, the track sends silence. `clear` drops everything queued at once,
+which is what makes a barge-in stop the agent within one frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -19,9 +17,9 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from parley_runtime.audio.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE
+from parley_runtime.audio.pacing import FramePacer, audio_frame
+from parley_runtime.audio.pcm import OUTPUT_FRAME_SAMPLES
 
-_TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
 _SILENCE = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)
 
 
@@ -59,13 +57,10 @@ class AgentAudioOutput(MediaStreamTrack):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         super().__init__()
-        self._clock = clock
-        self._sleep = sleep
+        self._pacer = FramePacer(clock, sleep)
         self._queue: deque[_Frame | _Mark] = deque()
         self._remainder = np.zeros(0, dtype=np.int16)
         self._paused = False
-        self._start: float | None = None
-        self._sent = 0
         self.frames_sent = 0
         self.voiced_frames_sent = 0
 
@@ -116,20 +111,9 @@ class AgentAudioOutput(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = self._clock()
-        else:
-            wait = self._start + self._sent / OUTPUT_RATE - self._clock()
-            if wait > 0:
-                await self._sleep(wait)
-        pcm = self._next_pcm()
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = OUTPUT_RATE
-        frame.pts = self._sent
-        frame.time_base = _TIME_BASE
-        self._sent += OUTPUT_FRAME_SAMPLES
+        pts = await self._pacer.wait()
         self.frames_sent += 1
-        return frame
+        return audio_frame(self._next_pcm(), pts)
 
     def _next_pcm(self) -> np.ndarray:
         if self._paused:
@@ -142,7 +126,7 @@ class AgentAudioOutput(MediaStreamTrack):
             if item.segment is not None:
                 item.segment.played += 1
                 if item.segment.first_played_at is None:
-                    item.segment.first_played_at = self._clock()
+                    item.segment.first_played_at = self._pacer.clock()
             self.voiced_frames_sent += 1
             return item.pcm
         return _SILENCE
