@@ -50,12 +50,12 @@ async def ask(peer: Peer, question: str, timeout: float = 30) -> tuple[float, fl
 
 
 async def test_spoken_question_gets_a_spoken_answer(peer: Peer, runtime_host: RuntimeHost) -> None:
-    asked, first_audio = await ask(peer, "What is the capital of France?")
+    asked, first_audio = await ask(peer, "How many legs does a spider have?")
     assert first_audio > asked
     assert peer.states() == ["listening", "thinking", "speaking", "listening"]
 
     finals = [e for _, e in peer.events if e["type"] == "transcript" and e["final"]]
-    assert len(finals) == 1 and "capital" in finals[0]["text"].lower()
+    assert len(finals) == 1 and "spider" in finals[0]["text"].lower()
     said = next(e["text"] for _, e in peer.events if e["type"] == "response" and e["final"])
 
     heard = transcribe(runtime_host, peer.agent.audio(since=asked))
@@ -115,8 +115,9 @@ async def test_short_pause_is_one_turn_and_the_speculation_is_never_heard(
         loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 330)
         return pcm[loud[0] : loud[-1] + 1]
 
-    first = trimmed(await speech("What is the capital"))
-    second = trimmed(await speech("of France?"))
+    discarded_before = await discarded_speculations(runtime)
+    first = trimmed(await speech("How many legs"))
+    second = trimmed(await speech("does a big spider have?"))
     # 400 ms: past the 160 ms that starts speculative work, short of the 700 ms endpoint.
     utterance = peer.mic.say(np.concatenate([first, silence(400), second, silence(300)]))
     started = await utterance.started
@@ -124,12 +125,18 @@ async def test_short_pause_is_one_turn_and_the_speculation_is_never_heard(
     await peer.agent.wait_voiced_after(ended, 30)
     await peer.wait_state("listening", 30, after=ended + 0.1)
 
-    assert not peer.agent.voiced_since(started) or peer.agent.first_voiced_after(started) > ended
+    first_agent_audio = peer.agent.first_voiced_after(started)
+    assert first_agent_audio is not None and first_agent_audio > ended
     finals = [e["text"] for _, e in peer.events if e["type"] == "transcript" and e["final"]]
     assert len(finals) == 1
-    assert "capital" in finals[0].lower() and "france" in finals[0].lower()
+    assert "legs" in finals[0].lower() and "spider" in finals[0].lower()
     assert peer.states().count("thinking") == 1
 
-    async with httpx.AsyncClient() as http:  # the discarded speculation was counted
-        text = (await http.get(f"{runtime.url}/metrics")).text
-    assert re.search(r'parley_speculations_total\{outcome="discarded"\} [1-9]', text)
+    assert await discarded_speculations(runtime) > discarded_before
+
+
+async def discarded_speculations(app: RunningApp) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{app.url}/metrics")).text
+    found = re.search(r'parley_speculations_total\{outcome="discarded"\} ([0-9.]+)', text)
+    return float(found.group(1)) if found else 0.0

@@ -2,7 +2,9 @@
 
 A reply may start speculatively, at the first pause, before the turn is committed. Until
 `commit()` every outward effect (audio, marks, events) is held back, so a speculation that
-is cancelled leaves no trace; after it, effects happen as they are produced.
+is cancelled leaves no trace; after it, effects happen as they are produced. Before the
+commit a speculation goes only as far as the first sentence's audio: the rest would be work
+thrown away whenever the user resumes speaking.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Reply:
         self._output = output
         self._send = send
         self._held: list[Callable[[], None]] = []
+        self._committed = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.transcript: asyncio.Future[str] = loop.create_future()
         self.first_audio: asyncio.Future[float | None] = loop.create_future()
@@ -89,6 +92,7 @@ class Reply:
     # -- control --------------------------------------------------------------------------
 
     def commit(self) -> None:
+        self._committed.set()
         self.committed = True
         self.committed_at = time.monotonic()
         held, self._held = self._held, []
@@ -166,8 +170,10 @@ class Reply:
     async def _speak(self, sentence: str, resampler: Resampler, requested: float) -> None:
         if self.llm_first_sentence_ms is None:
             self.llm_first_sentence_ms = _ms(requested)
-        segment = PlaybackSegment(sentence)
         first_of_reply = not self.segments
+        if not first_of_reply:
+            await self._committed.wait()
+        segment = PlaybackSegment(sentence)
         self.segments.append(segment)
         spoken = self.spoken_text
         self._do(lambda: self._send(response_event(spoken, final=False)))
