@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
+from parley.pcm import OUTPUT_RATE
 from parley_bench.speech import silence, speech
-from parley_runtime.audio import OUTPUT_RATE
 from tests.support.runtime_host import RuntimeHost
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
+from parley.pcm import INPUT_RATE, OUTPUT_RATE, Resampler
 from parley_bench.peer import Peer
 from parley_bench.speech import silence, speech
-from parley_runtime.audio import INPUT_RATE, OUTPUT_RATE, Resampler
 from tests.support.runtime_host import RunningApp, RuntimeHost
 
 pytestmark = pytest.mark.e2e

@@ -3,12 +3,8 @@
 import numpy as np
 import pytest
 
-from parley_runtime.audio import (
-    OUTPUT_FRAME_SAMPLES,
-    OUTPUT_RATE,
-    AgentAudioOutput,
-    PlaybackSegment,
-)
+from parley.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE
+from parley_runtime.audio import AgentAudioOutput, PlaybackSegment
 
 
 class FakeClock:

@@ -3,8 +3,8 @@
 from parley_runtime.agent import heard_text
 from parley_runtime.audio import PlaybackSegment
 from parley_runtime.llm import ChatHistory, estimate_tokens
-from parley_runtime.tts import SentenceChunker
-from parley_runtime.tts.chunker import speakable
+from parley_tts import SentenceChunker
+from parley_tts.chunker import speakable
 
 
 def chunk(deltas: list[str]) -> list[str]:

@@ -21,14 +21,8 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from parley_runtime.audio import (
-    OUTPUT_FRAME_SAMPLES,
-    OUTPUT_RATE,
-    FramePacer,
-    Resampler,
-    audio_frame,
-    is_voiced,
-)
+from parley.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, Resampler, is_voiced
+from parley_runtime.audio import FramePacer, audio_frame
 from parley_runtime.webrtc import peer_connection, set_audio_prefetch
 
 

@@ -6,8 +6,8 @@ from functools import cache
 
 import numpy as np
 
-from parley_runtime.audio import OUTPUT_RATE, Resampler
-from parley_runtime.tts import PiperTTS
+from parley.pcm import OUTPUT_RATE, Resampler
+from parley_tts import PiperTTS
 
 _spoken: dict[str, np.ndarray] = {}
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from faster_whisper import WhisperModel
 
-from parley_runtime.audio import INPUT_RATE
+from parley.pcm import INPUT_RATE
 from parley_runtime.models import whisper_model_dir
 
 

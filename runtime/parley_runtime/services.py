@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parley.pcm import INPUT_RATE
 from parley_runtime.agent import Services
 from parley_runtime.asr import SpeechRecognizer
-from parley_runtime.audio import INPUT_RATE
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.llm import ChatClient
-from parley_runtime.tts import HTTPSpeechClient, PiperTTS, TTSService
 from parley_runtime.vad import SileroVAD
+from parley_tts import HTTPSpeechClient, PiperTTS, TTSService
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import av
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from parley.pcm import INPUT_RATE, Resampler
 from parley_runtime.agent import Conversation, Services
-from parley_runtime.audio import INPUT_RATE, AgentAudioOutput, Resampler
+from parley_runtime.audio import AgentAudioOutput
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.events import EVENTS_LABEL, EventChannel
 from parley_runtime.telemetry import ConversationObserver

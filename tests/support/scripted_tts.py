@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from parley_runtime.tts import PiperTTS
+from parley_tts import PiperTTS
 from tests.support.threaded_server import ThreadedServer
 
 

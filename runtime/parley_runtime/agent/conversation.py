@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parley.pcm import INPUT_RATE
 from parley_runtime.agent.reply import Reply
 from parley_runtime.asr import SpeechRecognizer
-from parley_runtime.audio import INPUT_RATE, AgentAudioOutput
+from parley_runtime.audio import AgentAudioOutput
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.events import EventChannel, error_event, state_event, transcript_event
 from parley_runtime.llm import ChatClient, ChatHistory
 from parley_runtime.telemetry import ConversationObserver, TurnMetrics
-from parley_runtime.tts import TTSService
 from parley_runtime.turns import (
     AdaptiveSilence,
     BargeInAction,
@@ -34,6 +34,7 @@ from parley_runtime.turns import (
     transition,
 )
 from parley_runtime.vad import SileroVAD
+from parley_tts import TTSService
 
 log = logging.getLogger(__name__)
 

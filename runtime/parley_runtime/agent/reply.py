@@ -16,16 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from parley_runtime.audio import (
-    OUTPUT_RATE,
-    AgentAudioOutput,
-    PlaybackSegment,
-    Resampler,
-    trim_leading_silence,
-)
+from parley.pcm import OUTPUT_RATE, Resampler, trim_leading_silence
+from parley_runtime.audio import AgentAudioOutput, PlaybackSegment
 from parley_runtime.events import error_event, response_event
 from parley_runtime.llm import ChatClient, ChatHistory, LLMError
-from parley_runtime.tts import SentenceChunker, TTSError, TTSService
+from parley_tts import SentenceChunker, TTSError, TTSService
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from parley.pcm import OUTPUT_FRAME_SAMPLES
 from parley_runtime.audio.pacing import FramePacer, audio_frame
-from parley_runtime.audio.pcm import OUTPUT_FRAME_SAMPLES
 
 _SILENCE = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import av
 import numpy as np
 
-from parley_runtime.audio.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE
+from parley.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE
 
 _TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
 

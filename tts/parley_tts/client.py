@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import numpy as np
 
-from parley_runtime.tts.base import TTSError, TTSService
+from parley_tts.base import TTSError, TTSService
 
 OPENAI_PCM_RATE = 24_000
 

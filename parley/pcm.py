@@ -1,4 +1,5 @@
-"""PCM conventions: int16 mono numpy arrays; 16 kHz toward VAD/ASR, 48 kHz 20 ms frames out."""
+"""PCM conventions shared by the runtime and the TTS server: int16 mono numpy arrays; 16 kHz
+toward VAD/ASR, 48 kHz 20 ms frames out of the runtime, 24 kHz out of the TTS server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 INPUT_RATE = 16_000
 OUTPUT_RATE = 48_000
 OUTPUT_FRAME_SAMPLES = OUTPUT_RATE // 50  # 20 ms
+#: The TTS server streams PCM at OpenAI's `pcm` rate whatever the backend (Piper: 22.05 kHz).
+SPEECH_RATE = 24_000
 
 #: Peak amplitude above which a frame counts as audible (about -40 dBFS).
 VOICED_PEAK = 330

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from piper import PiperVoice
 
-from parley_runtime.models import piper_voice_path
-from parley_runtime.tts.base import TTSError, TTSService
+from parley_tts.base import TTSError, TTSService
+from parley_tts.voices import DEFAULT_PIPER_VOICE, piper_voice_path
 
 _DONE = object()
 
@@ -18,7 +18,7 @@ _DONE = object()
 class PiperTTS(TTSService):
     name = "piper"
 
-    def __init__(self, voice: str = "en_US-joe-medium", workers: int = 2) -> None:
+    def __init__(self, voice: str = DEFAULT_PIPER_VOICE, workers: int = 2) -> None:
         self.voice_name = voice
         self._voice = PiperVoice.load(piper_voice_path(voice))
         self.sample_rate = int(self._voice.config.sample_rate)
