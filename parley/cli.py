@@ -1,4 +1,4 @@
-"""`parley` command line: `demo`, `runtime serve`, `bench latency`.
+"""`parley` command line: `demo`, `runtime serve`, `tts serve`, `bench latency`, `bench tts`.
 
 Subcommands import their heavy modules lazily, so `parley --help` stays instant and an image
 without the media extras can still run the commands it has packages for.
@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve = runtime_commands.add_parser("serve", help="serve the runtime HTTP API")
     _add_runtime_flags(serve, None)
 
+    tts = commands.add_parser("tts", help="the speech (TTS) server")
+    tts_commands = tts.add_subparsers(dest="tts_command", required=True)
+    tts_serve = tts_commands.add_parser("serve", help="serve OpenAI-compatible /v1/audio/speech")
+    tts_serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    tts_serve.add_argument("--port", type=int, help="listen port (8000)")
+    tts_serve.add_argument("--default-model", choices=["piper", "xtts"])
+    tts_serve.add_argument("--default-voice", help="voice used when a request names none")
+    tts_serve.add_argument("--xtts-model-dir", help="local XTTS-v2 checkpoint directory")
+    tts_serve.add_argument(
+        "--vram-cap-gib", type=float, help="GPU memory cap (PARLEY_VRAM_CAP_GIB)"
+    )
+    tts_serve.add_argument("--max-streams", type=int, help="syntheses at once")
+
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
     latency = bench_commands.add_parser("latency", help="V2V, TTFA and barge-in over WebRTC")
@@ -66,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--turns", type=int, default=10)
     latency.add_argument("--barge-ins", type=int, default=None, help="default: same as --turns")
     latency.add_argument("--out", default="bench/results/latency.json", help="JSON output file")
+    tts_bench = bench_commands.add_parser("tts", help="TTS server TTFB and real-time factor")
+    tts_bench.add_argument("--url", default=None, help="a running TTS server (default: start one)")
+    tts_bench.add_argument("--streams", default="1,4,8", help="concurrency levels")
+    tts_bench.add_argument("--requests", type=int, default=16, help="requests per level")
+    tts_bench.add_argument("--out", default="bench/results/tts.json", help="JSON output file")
     return parser
 
 
@@ -86,6 +104,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from parley.serve import serve_runtime
 
         return serve_runtime(_runtime_overrides(args))
+    if args.command == "tts":
+        from parley.serve import serve_tts
+
+        names = (
+            "host",
+            "port",
+            "default_model",
+            "default_voice",
+            "xtts_model_dir",
+            "vram_cap_gib",
+            "max_streams",
+        )
+        return serve_tts({n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    if args.command == "bench" and args.bench_command == "tts":
+        from parley_bench.tts import run_tts_bench
+
+        levels = [int(level) for level in args.streams.split(",")]
+        return run_tts_bench(args.url, levels, args.requests, args.out)
     if args.command == "bench":
         from parley_bench.latency import run_latency_bench
 

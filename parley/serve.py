@@ -1,4 +1,5 @@
-"""`parley runtime serve`: the runtime under uvicorn, settings from flags over `PARLEY_*`."""
+"""`parley runtime serve` and `parley tts serve`: each app under uvicorn, settings from flags
+over `PARLEY_*` environment variables."""
 
 from __future__ import annotations
 
@@ -40,3 +41,21 @@ def serve_runtime(overrides: dict[str, object], on_ready: Callable[[], None] | N
         server.startup = startup  # type: ignore[method-assign]
     server.run()
     return 0 if server.started else 1
+
+
+def serve_tts(overrides: dict[str, object]) -> int:
+    from parley_tts.config import TTSSettings
+    from parley_tts.server import create_tts_app
+    from parley_tts.voices import ModelNotFoundError
+    from parley_tts.xtts import check_xtts_dir
+
+    settings = TTSSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        if settings.xtts_model_dir or settings.default_model == "xtts":
+            check_xtts_dir(settings.xtts_model_dir)
+    except ModelNotFoundError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    app = create_tts_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0

@@ -20,7 +20,9 @@ class TTSService(ABC):
     name: str
 
     @abstractmethod
-    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[np.ndarray]: ...
+    def synthesize(
+        self, text: str, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncIterator[np.ndarray]: ...
 
     async def warm(self) -> None:
         """Run one short synthesis so the first real request does not pay for it."""

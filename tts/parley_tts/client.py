@@ -33,12 +33,15 @@ class HTTPSpeechClient(TTSService):
     def voices(self) -> list[str]:
         return [self.voice] if self.voice else []
 
-    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[np.ndarray]:
+    async def synthesize(
+        self, text: str, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncIterator[np.ndarray]:
         body = {
             "model": self.model,
             "input": text,
             "voice": voice or self.voice,
             "response_format": "pcm",
+            "speed": speed,
         }
         odd = b""
         try:

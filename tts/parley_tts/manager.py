@@ -80,6 +80,10 @@ class ModelManager(Generic[M]):
     def resident(self) -> list[str]:
         return list(self._resident)
 
+    def loaded(self, name: str) -> M | None:
+        entry = self._resident.get(name)
+        return entry.model if entry else None
+
     def refs(self, name: str) -> int:
         entry = self._resident.get(name)
         return entry.refs if entry else 0
