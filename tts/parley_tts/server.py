@@ -183,6 +183,9 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
             await cleanup()
             metrics.requests.labels(model, "refused").inc()
             raise HTTPException(503, f"cannot load {model}: {exc}") from exc
+        except BaseException:
+            await cleanup()
+            raise
 
         voice = body.voice if model == "xtts" else None
         audio = _synthesize(backend, text, voice, body.speed, body.response_format, model)
