@@ -57,7 +57,6 @@ class RuntimeHost:
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
         async def serve() -> asyncio.Task[None]:
             task = self.loop.create_task(server.serve())

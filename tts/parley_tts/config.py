@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from parley_tts.voices import DEFAULT_PIPER_VOICE
 
 
 class TTSSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PARLEY_TTS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_TTS_", extra="ignore", populate_by_name=True
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -34,7 +36,7 @@ class TTSSettings(BaseSettings):
     vram_cap_gib: float | None = Field(
         None,
         gt=0,
-        validation_alias=AliasChoices("PARLEY_VRAM_CAP_GIB", "vram_cap_gib"),
+        validation_alias="PARLEY_VRAM_CAP_GIB",
         description="This process's GPU memory cap (torch.cuda.set_per_process_memory_fraction).",
     )
 

@@ -111,16 +111,16 @@ class ModelManager(Generic[M]):
     async def _get(self, name: str) -> _Entry[M]:
         if name not in self.known:
             raise UnknownModelError(name, self.known)
-        entry = self._resident.get(name)
-        if entry is not None:
-            entry.last_used = self._clock()
-            return entry
-        task = self._loading.get(name)
-        if task is None:
-            task = asyncio.create_task(self._load_one(name), name=f"load-{name}")
-            self._loading[name] = task
-        model = await asyncio.shield(task)
-        return self._resident[name] if name in self._resident else self._admit(name, model)
+        while True:
+            entry = self._resident.get(name)
+            if entry is not None:
+                entry.last_used = self._clock()
+                return entry
+            task = self._loading.get(name)
+            if task is None:
+                task = asyncio.create_task(self._load_one(name), name=f"load-{name}")
+                self._loading[name] = task
+            await asyncio.shield(task)  # evicted again before this waiter resumed: reload
 
     async def _load_one(self, name: str) -> M:
         try:
@@ -138,7 +138,7 @@ class ModelManager(Generic[M]):
         now = self._clock()
         entry = _Entry(model, last_used=now, loaded_at=now)
         self._resident[name] = entry
-        self._enforce_cap()
+        self._enforce_cap(keep=name)
         return entry
 
     # -- eviction -------------------------------------------------------------------------
@@ -147,11 +147,14 @@ class ModelManager(Generic[M]):
         idle = [n for n, e in self._resident.items() if e.refs == 0 and n not in self.pinned]
         return sorted(idle, key=lambda n: self._resident[n].last_used)
 
-    def _enforce_cap(self) -> None:
+    def _enforce_cap(self, keep: str | None = None) -> None:
+        """Evict least recently used idle models down to the cap; `keep` was just loaded for
+        a request and is not its own surplus."""
         for name in self._evictable():
             if len(self._resident) <= self.max_resident:
                 break
-            self._evict(name, "lru")
+            if name != keep:
+                self._evict(name, "lru")
 
     def evict_idle(self) -> list[str]:
         """Evict models idle for longer than the TTL; returns their names."""

@@ -109,14 +109,13 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if catalog.xtts:
-            check_xtts_dir(settings.xtts_model_dir)  # weights missing: fail before serving
-        await manager.preload([catalog.default_key()], pin=True)
-        extra = [key for key in settings.preload if key != catalog.default_key()]
-        await manager.preload(extra)
-        state["ready"] = True
         evictions = asyncio.create_task(manager.run_evictions(min(5.0, settings.idle_ttl_s / 2)))
         try:
+            if catalog.xtts:
+                check_xtts_dir(settings.xtts_model_dir)  # weights missing: fail before serving
+            await manager.preload([catalog.default_key()], pin=True)
+            await manager.preload([k for k in settings.preload if k != catalog.default_key()])
+            state["ready"] = True
             yield
         finally:
             evictions.cancel()

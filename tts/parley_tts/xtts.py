@@ -103,9 +103,7 @@ class XTTSBackend(TTSService):
             stop.set()
 
 
-def load_xtts(
-    model_dir: str, device: str, cap_gib: float | None, need_gib: float
-) -> XTTSBackend:
+def load_xtts(model_dir: str, device: str, cap_gib: float | None, need_gib: float) -> XTTSBackend:
     """Load XTTS-v2 under the VRAM cap. Raises `ModelNotFoundError` (weights) or `VramError`
     (no torch, no CUDA, over the cap) with a readable reason."""
     path = check_xtts_dir(model_dir)
