@@ -43,6 +43,12 @@ class Catalog:
         keys = [f"piper:{voice}" for voice in self.piper_voices]
         return [*keys, "xtts"] if self.xtts else keys
 
+    def default_xtts_voice(self) -> str | None:
+        """The configured default voice when XTTS is the default model (else its first speaker)."""
+        if self.default_model == "xtts" and self.default_voice != DEFAULT_PIPER_VOICE:
+            return self.default_voice
+        return None
+
     def default_key(self) -> str:
         return self.key(self.default_model, None)
 

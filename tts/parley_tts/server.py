@@ -34,7 +34,7 @@ from parley_tts.metrics import TTSMetrics
 from parley_tts.piper import PiperTTS
 from parley_tts.voices import ModelNotFoundError
 from parley_tts.vram import VramError
-from parley_tts.xtts import check_xtts_dir, load_xtts
+from parley_tts.xtts import XTTSBackend, check_xtts_dir, load_xtts
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
         return backend
 
     def unload(key: str, backend: TTSService) -> None:
-        if isinstance(backend, PiperTTS):
+        if isinstance(backend, PiperTTS | XTTSBackend):
             backend.close()
 
     manager: ModelManager[TTSService] = ModelManager(
@@ -169,11 +169,12 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
                 state["active"] -= 1
                 streams.release()
 
+        xtts_voice = body.voice or catalog.default_xtts_voice()
         try:
             backend = await stack.enter_async_context(manager.use(key))
-            if model == "xtts" and body.voice and body.voice not in backend.voices():
+            if model == "xtts" and xtts_voice and xtts_voice not in backend.voices():
                 raise CatalogError(
-                    f"unknown voice {body.voice!r} for xtts; known voices: {backend.voices()}"
+                    f"unknown voice {xtts_voice!r} for xtts; known voices: {backend.voices()}"
                 )
         except CatalogError as exc:
             await cleanup()
@@ -186,7 +187,7 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
             await cleanup()
             raise
 
-        voice = body.voice if model == "xtts" else None
+        voice = xtts_voice if model == "xtts" else None
         audio = _synthesize(backend, text, voice, body.speed, body.response_format, model)
         return _ManagedStream(
             audio,

@@ -8,6 +8,7 @@ without them. Every failure to load says what is missing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,6 +62,14 @@ class XTTSBackend(TTSService):
     def voices(self) -> list[str]:
         return sorted(self._speakers)
 
+    def close(self) -> None:
+        """Drop the model and hand its GPU memory back (torch caches freed blocks, and the
+        admission check counts reserved memory)."""
+        self._model = None
+        gc.collect()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
     async def synthesize(
         self, text: str, voice: str | None = None, speed: float = 1.0
     ) -> AsyncIterator[np.ndarray]:
@@ -101,6 +110,8 @@ class XTTSBackend(TTSService):
                 yield item
         finally:
             stop.set()
+            while not queue.empty():  # free a producer blocked on a full queue
+                queue.get_nowait()
 
 
 def load_xtts(model_dir: str, device: str, cap_gib: float | None, need_gib: float) -> XTTSBackend:
