@@ -10,17 +10,15 @@ three turns of a session are warm-up and are reported apart from the steady stat
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
 from parley_bench.peer import Peer
+from parley_bench.results import write_results
 from parley_bench.speech import silence, speech
 
 WARM_UP_TURNS = 3
@@ -191,9 +189,6 @@ def run_latency_bench(url: str, turns: int, barge_ins: int | None, out: str) -> 
         flush=True,
     )
     report = asyncio.run(_bench(url.rstrip("/"), turns, turns if barge_ins is None else barge_ins))
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
     print_report(report)
-    print(f"\nwrote {out}", file=sys.stderr)
+    write_results(report, out)
     return 0

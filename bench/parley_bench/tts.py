@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+
+from parley_bench.results import write_results
 
 TEXTS = [
     "Hello there. Thanks for calling the support line. I can help you reset your password, "
@@ -283,9 +282,6 @@ def run_tts_bench(url: str | None, levels: list[int], requests: int, out: str) -
             "texts": TEXTS,
             **asyncio.run(_bench(base, levels, requests)),
         }
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
     print_report(report)
-    print(f"\nwrote {out}", file=sys.stderr)
+    write_results(report, out)
     return 0
