@@ -17,13 +17,16 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-portable
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: help setup system-deps demo test lint typecheck bench clean
+.PHONY: help setup system-deps k8s-tools cluster-up cluster-down kind-up kind-down demo test lint typecheck bench clean
 
 help:
 	@echo "make demo       install what is missing, start the local LLM + runtime, open the page"
 	@echo "make test       install what is missing and run the test suite"
 	@echo "make lint       ruff";  echo "make typecheck  mypy"
 	@echo "make bench      latency benchmark against a running demo (TURNS=$(TURNS))"
+	@echo "make k8s-tools  build the test control plane (kube-*, etcd, helm, kwok) once, cached"
+	@echo "make cluster-up / cluster-down   that control plane with fake GPU nodes, for kubectl"
+	@echo "make kind-up    a kind cluster instead, on machines with Docker"
 
 setup: $(VENV)/.installed system-deps
 
@@ -57,10 +60,28 @@ system-deps:
 	  else echo "[setup] chromium not found and cannot install it: the browser test will be skipped"; fi; \
 	fi
 
+# The test control plane, built from pinned upstream Go modules (tests/k8s/versions.mk) into
+# ~/.cache/parley/k8s; the first build takes 5-10 minutes on 2 cores, later ones nothing.
+k8s-tools:
+	@tests/k8s/build-tools.sh
+
+cluster-up: $(VENV)/.installed k8s-tools
+	@$(BIN)/python -m tests.support.cluster up
+
+cluster-down: $(VENV)/.installed
+	@$(BIN)/python -m tests.support.cluster down
+
+# For machines with Docker (not this one): a kind cluster with the same fake-GPU labels.
+kind-up:
+	@tests/k8s/kind-up.sh
+
+kind-down:
+	@kind delete cluster --name parley
+
 demo: $(VENV)/.installed
 	@$(BIN)/parley demo --port $(PORT)
 
-test: setup
+test: setup k8s-tools
 	@$(BIN)/pytest
 
 lint: $(VENV)/.installed

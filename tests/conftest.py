@@ -5,16 +5,22 @@
 - `runtime_host`: a background event loop with the speech models loaded once; tests start
   runtime apps on real sockets with `runtime_host.start(**settings)`.
 - `runtime`: one runtime app talking to the real LLM, shared by the conversation tests.
+- `control_plane`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok with
+  fake GPU nodes, built from pinned upstream modules (`make k8s-tools`). Its component logs
+  are kept when a test fails.
 """
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from parley.demo import LLMServer
 from parley_runtime import RuntimeSettings
+from tests.support.cluster import CACHE, ControlPlane, build_tools
 from tests.support.runtime_host import RunningApp, RuntimeHost, free_port
 from tests.support.scripted_llm import ScriptedLLMServer
 
@@ -45,3 +51,37 @@ def runtime(runtime_host: RuntimeHost, llm_url: str) -> Iterator[RunningApp]:
 def scripted_llm() -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer() as server:
         yield server
+
+
+_failed: list[str] = []
+_notes: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _failed.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for note in _notes:
+        terminalreporter.write_line(note)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    build_tools()
+    workdir = CACHE / "test-clusters" / time.strftime("%Y%m%d-%H%M%S")
+    plane = ControlPlane(workdir)
+    try:
+        plane.start()
+    except BaseException:
+        plane.stop()
+        _notes.append(f"control plane failed to start; component logs kept in {plane.logs}")
+        raise
+    _notes.append(f"control plane started in {plane.startup_s:.1f} s")
+    yield plane
+    plane.stop()
+    if _failed:
+        _notes.append(f"a test failed: control plane logs kept in {plane.logs}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
