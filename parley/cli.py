@@ -1,4 +1,5 @@
-"""`parley` command line: `demo`, `runtime serve`, `tts serve`, `bench latency`, `bench tts`.
+"""`parley` command line: `demo`, `runtime serve`, `tts serve`, `operator crd`, `bench latency`,
+`bench tts`.
 
 Subcommands import their heavy modules lazily, so `parley --help` stays instant and an image
 without the media extras can still run the commands it has packages for.
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tts_serve.add_argument("--max-streams", type=int, help="syntheses at once")
 
+    operator = commands.add_parser("operator", help="the Kubernetes operator")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    operator_commands.add_parser("crd", help="print the VoiceDeployment CRD (YAML)")
+
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
     latency = bench_commands.add_parser("latency", help="V2V, TTFA and barge-in over WebRTC")
@@ -104,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from parley.serve import serve_runtime
 
         return serve_runtime(_runtime_overrides(args))
+    if args.command == "operator":
+        from parley_operator.api import crd_yaml
+
+        print(crd_yaml(), end="")
+        return 0
     if args.command == "tts":
         from parley.serve import serve_tts
 

@@ -1,0 +1,1 @@
+"""Parley's Kubernetes operator (kopf): VoiceDeployment → runtime, vLLM and TTS workloads."""
