@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from parley_operator.api import crd, crd_yaml
+from parley_operator.defaults import with_defaults
 from tests.support.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +71,8 @@ def test_examples_apply_unchanged(cluster: ControlPlane, example: str) -> None:
     stored = json.loads(
         cluster.kubectl("get", "vd", manifest["metadata"]["name"], "-n", NAMESPACE, "-o", "json")
     )
-    # Schema defaults are filled in by the apiserver.
+    # Schema defaults are filled in by the apiserver, exactly as the operator's pure code does.
+    assert stored["spec"] == with_defaults(manifest["spec"])
     assert stored["spec"]["slo"] == {"ttfaP95Ms": 250, "bargeInP95Ms": 150}
     assert stored["spec"]["runtime"]["sessionsPerPod"] >= 1
     assert stored["spec"]["scaling"]["enabled"] is True
