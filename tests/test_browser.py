@@ -108,8 +108,18 @@ async def test_web_client_converses(
 
                 await page.click("#talk")
                 try:
-                    await page.wait_for_function(AGENT_SPOKE, timeout=60_000)
+                    # Generous: the first turn of a suite on two busy cores may be slow.
+                    await page.wait_for_function(AGENT_SPOKE, timeout=120_000)
                     await page.wait_for_function(TTFA_SHOWN, timeout=30_000)
+                except playwright_api.TimeoutError:
+                    states = await page.evaluate("window.__states")
+                    transcript = await page.text_content("#transcript")
+                    async with httpx.AsyncClient() as http:
+                        sessions = (await http.get(f"{app.url}/v1/sessions")).text
+                    raise AssertionError(
+                        f"no agent reply on the page; states {states}; transcript {transcript!r};"
+                        f" runtime sessions {sessions}"
+                    ) from None
                 finally:
                     await page.screenshot(path=str(tmp_path / "browser.png"), full_page=True)
                 log = "\n".join(console)
