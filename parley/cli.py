@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     operator = commands.add_parser("operator", help="the Kubernetes operator")
     operator_commands = operator.add_subparsers(dest="operator_command", required=True)
     operator_commands.add_parser("crd", help="print the VoiceDeployment CRD (YAML)")
+    operator_commands.add_parser("rbac", help="print the operator's ClusterRole (YAML)")
+    run = operator_commands.add_parser("run", help="run the operator (kopf)")
+    run.add_argument("--namespace", "-n", action="append", help="watch these (default: all)")
+    run.add_argument("--peering", help="kopf peering name (default: standalone)")
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
@@ -110,10 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_runtime(_runtime_overrides(args))
     if args.command == "operator":
-        from parley_operator.api import crd_yaml
+        from parley.operate import operator_command
 
-        print(crd_yaml(), end="")
-        return 0
+        return operator_command(args)
     if args.command == "tts":
         from parley.serve import serve_tts
 

@@ -12,6 +12,8 @@ from parley_operator.api import crd
 def _apply(schema: dict[str, Any], value: Any) -> Any:
     if schema.get("type") == "object" and isinstance(value, dict):
         for name, child in schema.get("properties", {}).items():
+            if name in value and value[name] is None and not child.get("nullable"):
+                del value[name]  # the apiserver prunes nulls of non-nullable fields, then defaults
             if name not in value and "default" in child:
                 value[name] = copy.deepcopy(child["default"])
             if name in value:

@@ -15,6 +15,10 @@ from typing import Any
 from parley_operator.conditions import Reason
 
 COMPONENTS = ("runtime", "llm", "tts")
+#: GPU Feature Discovery reports usable MiB, a little under the marketed size that people write
+#: in specs (an H100 80GB reports 81559 MiB = 79.6 GiB, an L4 "24GB" 23034 MiB = 22.5 GiB).
+#: Nodes are judged too small only below 90 % of the spec's memoryGiB.
+REPORTED_MEMORY_SLACK = 0.9
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class VramPlan:
 
 
 def _num(value: float) -> str:
-    return f"{value:g}"
+    return f"{round(value, 1):g}"
 
 
 def plan_vram(spec: dict[str, Any], node_gpu_memory_gib: float | None = None) -> VramPlan:
@@ -81,7 +85,7 @@ def plan_vram(spec: dict[str, Any], node_gpu_memory_gib: float | None = None) ->
         gpus = tuple(
             GPUAssignment(f"{name}-0", (name,), cap, c.vram_gib) for name, c in components.items()
         )
-    if node_gpu_memory_gib is not None and node_gpu_memory_gib < memory:
+    if node_gpu_memory_gib is not None and node_gpu_memory_gib < memory * REPORTED_MEMORY_SLACK:
         return VramPlan(
             False,
             Reason.NODE_GPU_SMALLER_THAN_SPEC,

@@ -1,0 +1,470 @@
+"""Desired state: a VoiceDeployment and its VRAM plan → the Kubernetes objects that run it.
+
+Pure functions in the style of the NVIDIA NIM operator's renderers: no I/O, no clock, plain
+dicts out. `render(vd, plan)` returns every child the operator server-side applies, in a stable
+order (runtime, llm, tts; Deployment, Service, PodDisruptionBudget), so that applying the same
+spec twice changes nothing:
+
+- runtime: Deployment (`parley runtime serve`), Service (8080) and PodDisruptionBudget;
+- llm: Deployment (`vllm/vllm-openai`) and Service (8000), only when the LLM is managed
+  (`spec.llm.gpu`); an external `spec.llm.endpoint` gets no objects, the runtime points at it;
+- tts: Deployment (`parley tts serve`) and Service (8000).
+
+`vd` is the object as the apiserver stores it (metadata.name, .namespace, .uid; spec with the
+schema defaults applied: `parley_operator.defaults.with_defaults` for tests). `plan` is
+`parley_operator.vram.plan_vram(spec)`; it must fit (the caller reports a plan that does not in
+the VRAMBudget condition and applies nothing). Every GPU number (GPUs per pod, VRAM caps, vLLM's
+`--gpu-memory-utilization`) comes from the plan, so what runs is what the budget promised.
+
+Choices worth knowing:
+
+- Disruption: the runtime's PodDisruptionBudget is `maxUnavailable: 1`, not a `minAvailable`
+  derived from `replicas.min`. It stays right while the autoscaler moves the replica count, lets
+  a node drain evict a single-replica deployment instead of blocking it forever (minAvailable 1
+  with one replica would), and limits voluntary disruption to one pod, i.e. one pod's sessions,
+  at a time. Unhealthy pods carry no sessions, so they may always be evicted.
+- Rollouts: CPU-only and exclusive-GPU workloads roll with a surge of one and nothing
+  unavailable (capacity is kept; an exclusive surge pod gets its own GPU). GPU workloads in
+  `shared` placement use `Recreate`: a second copy on the shared GPU would break its budget.
+- Probes: `/healthz` (alive) for liveness and `/readyz` (models loaded, not draining) for
+  readiness; vLLM has `/health` for both. Model loading is covered by a startupProbe (runtime
+  5 min, TTS 10 min, vLLM 20 min: weights, CUDA graphs, compilation), so liveness can stay strict
+  once a process is up and the Deployment's progress deadline outlasts the startup budget.
+- Security: non-root (uid 1000), no privilege escalation, all capabilities dropped,
+  RuntimeDefault seccomp, no service-account token, no service-link environment variables (a
+  Service named `parley-…` would otherwise inject `PARLEY_*` variables the settings read). Root
+  filesystems are read-only for the runtime and TTS, with emptyDirs at /tmp and at the cache
+  directory (`XDG_CACHE_HOME`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from parley_operator.api import GROUP, KIND, VERSION
+from parley_operator.vram import ComponentCap, VramPlan
+
+Manifest = dict[str, Any]
+
+COMPONENTS = ("runtime", "llm", "tts")
+MANAGED_BY = "parley-operator"
+VD_LABEL = f"{GROUP}/voicedeployment"
+RUNTIME_PORT = 8080
+SERVER_PORT = 8000  # TTS and vLLM
+GPU_RESOURCE = "nvidia.com/gpu"
+HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+USER_ID = 1000
+CACHE_DIR = "/var/cache/parley"
+VLLM_HOME = "/var/cache/vllm"
+#: Seconds a container may take to start serving (startupProbe budget).
+STARTUP_BUDGET_S = {"runtime": 300, "llm": 1200, "tts": 600}
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+# -- names, labels, ownership ---------------------------------------------------------------
+
+
+def child_name(vd: Manifest, component: str) -> str:
+    """`<vd>-runtime`, `<vd>-llm`, `<vd>-tts`: the Deployment's and the Service's name."""
+    return f"{vd['metadata']['name']}-{component}"
+
+
+def service_url(vd: Manifest, component: str, port: int) -> str:
+    meta = vd["metadata"]
+    return f"http://{child_name(vd, component)}.{meta['namespace']}.svc:{port}/v1"
+
+
+def selector_labels(vd: Manifest, component: str) -> dict[str, str]:
+    """The stable subset that selects a component's pods (Deployment selectors are immutable)."""
+    return {
+        "app.kubernetes.io/name": f"parley-{component}",
+        "app.kubernetes.io/instance": vd["metadata"]["name"],
+    }
+
+
+def labels(vd: Manifest, component: str) -> dict[str, str]:
+    return {
+        **selector_labels(vd, component),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        VD_LABEL: vd["metadata"]["name"],
+    }
+
+
+def owner_reference(vd: Manifest) -> Manifest:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": vd["metadata"]["name"],
+        "uid": vd["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_meta(vd: Manifest, component: str) -> Manifest:
+    return {
+        "name": child_name(vd, component),
+        "namespace": vd["metadata"]["namespace"],
+        "labels": labels(vd, component),
+        "ownerReferences": [owner_reference(vd)],
+    }
+
+
+# -- top level -------------------------------------------------------------------------------
+
+
+def llm_is_managed(spec: Manifest) -> bool:
+    """A managed vLLM (`llm.gpu`, no endpoint) rather than an external server."""
+    llm = spec["llm"]
+    return bool(llm.get("gpu")) and not llm.get("endpoint")
+
+
+def render(vd: Manifest, plan: VramPlan, *, runtime_replicas: int | None = None) -> list[Manifest]:
+    """Every desired child of `vd`, in a stable order. `runtime_replicas` overrides
+    `runtime.replicas.min` (the autoscaler's decision, once there is one)."""
+    _check(vd, plan)
+    spec = vd["spec"]
+    replicas = spec["runtime"]["replicas"]["min"] if runtime_replicas is None else runtime_replicas
+    children = [
+        runtime_deployment(vd, plan, replicas),
+        service(vd, "runtime", RUNTIME_PORT),
+        runtime_pdb(vd),
+    ]
+    if llm_is_managed(spec):
+        children += [llm_deployment(vd, plan), service(vd, "llm", SERVER_PORT)]
+    children += [tts_deployment(vd, plan), service(vd, "tts", SERVER_PORT)]
+    return children
+
+
+def _check(vd: Manifest, plan: VramPlan) -> None:
+    name = vd["metadata"]["name"]
+    longest = child_name(vd, "runtime")
+    if not _DNS_1035.match(name) or len(longest) > 63:
+        raise ValueError(
+            f"VoiceDeployment name {name!r} cannot name its Services: it must be a DNS-1035 "
+            f"label (lower-case letters, digits, '-', starting with a letter) of at most "
+            f"{63 - len('-runtime')} characters"
+        )
+    if not plan.fits:
+        raise ValueError(f"the VRAM plan does not fit ({plan.reason}): {plan.message}")
+    llm = vd["spec"]["llm"]
+    if bool(llm.get("gpu")) == bool(llm.get("endpoint")):
+        raise ValueError("llm: set either endpoint or gpu, exactly one")
+    missing = [
+        c for c in COMPONENTS if vd["spec"].get(c, {}).get("gpu") and c not in plan.components
+    ]
+    if missing:
+        raise ValueError(f"the VRAM plan has no cap for {', '.join(missing)}")
+
+
+# -- runtime ---------------------------------------------------------------------------------
+
+
+def runtime_deployment(vd: Manifest, plan: VramPlan, replicas: int) -> Manifest:
+    spec = vd["spec"]
+    runtime, llm, tts = spec["runtime"], spec["llm"], spec["tts"]
+    llm_url = service_url(vd, "llm", SERVER_PORT) if llm_is_managed(spec) else llm["endpoint"]
+    args = [
+        "--host", "0.0.0.0",
+        "--port", str(RUNTIME_PORT),
+        "--llm-url", llm_url,
+        "--llm-model", llm["model"],
+        "--tts-url", service_url(vd, "tts", SERVER_PORT),
+        "--asr-model", runtime["asr"]["model"],
+        "--asr-device", runtime["asr"]["device"],
+        "--max-sessions", str(runtime["sessionsPerPod"]),
+    ]  # fmt: skip
+    env = {
+        # The runtime asks the TTS server for this model and voice (no flags for them).
+        "PARLEY_TTS_MODEL": tts["backend"],
+        "PARLEY_TTS_VOICE": tts["voice"],
+        "XDG_CACHE_HOME": CACHE_DIR,
+    }
+    container = parley_container(
+        vd, "runtime", plan, ["parley", "runtime", "serve"], args, env, RUNTIME_PORT
+    )
+    return deployment(vd, "runtime", plan, replicas, container, parley_volumes())
+
+
+def runtime_pdb(vd: Manifest) -> Manifest:
+    """At most one runtime pod voluntarily disrupted at a time (see the module docstring)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_meta(vd, "runtime"),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(vd, "runtime")},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+# -- llm (managed vLLM) ----------------------------------------------------------------------
+
+
+def llm_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
+    llm = vd["spec"]["llm"]
+    cap = plan.components["llm"]
+    args = [
+        "--model", llm["model"],
+        "--served-model-name", llm["model"],
+        "--max-model-len", str(llm["maxModelLen"]),
+        "--gpu-memory-utilization", _number(cap.utilization),
+        "--port", str(SERVER_PORT),
+    ]  # fmt: skip
+    if cap.gpus > 1:
+        args += ["--tensor-parallel-size", str(cap.gpus)]
+    env = {
+        # vLLM and its libraries (Hugging Face, Triton, FlashInfer, torch.compile) cache under
+        # $HOME; uid 1000 cannot write the image's /root.
+        "HOME": VLLM_HOME,
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    container = {
+        "name": "llm",
+        "image": llm["image"],
+        # The image's entrypoint serves the OpenAI API; only arguments are given.
+        "args": [*args, *llm.get("args", [])],
+        "env": merge_env(env, llm.get("env", [])),
+        "ports": [_http_port(SERVER_PORT)],
+        "resources": resources(llm, plan.components.get("llm")),
+        **probes("llm", "/health", "/health"),
+        # Not read-only: vLLM writes compilation and kernel caches (torch.compile, Triton,
+        # FlashInfer) at run time, in places not all configurable; $HOME is an emptyDir so
+        # that they land on a volume rather than the image layer where possible.
+        "securityContext": container_security(read_only_root=False),
+        "volumeMounts": [
+            {"name": "cache", "mountPath": VLLM_HOME},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+    }
+    volumes = [
+        {"name": "cache", "emptyDir": {}},
+        # NCCL and PyTorch share tensors through /dev/shm; the runtime default is 64 MiB.
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    return deployment(vd, "llm", plan, llm["replicas"], container, volumes)
+
+
+# -- tts -------------------------------------------------------------------------------------
+
+
+def tts_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
+    tts = vd["spec"]["tts"]
+    cap = plan.components.get("tts")
+    args = [
+        "--host", "0.0.0.0",
+        "--port", str(SERVER_PORT),
+        "--default-model", tts["backend"],
+        "--default-voice", tts["voice"],
+    ]  # fmt: skip
+    env = {"XDG_CACHE_HOME": CACHE_DIR, "PARLEY_TTS_XTTS_DEVICE": "cuda" if cap else "cpu"}
+    if cap is not None:
+        args += ["--vram-cap-gib", _number(cap.vram_gib)]
+        env["PARLEY_VRAM_CAP_GIB"] = _number(cap.vram_gib)
+    container = parley_container(
+        vd, "tts", plan, ["parley", "tts", "serve"], args, env, SERVER_PORT
+    )
+    return deployment(vd, "tts", plan, tts["replicas"], container, parley_volumes())
+
+
+# -- building blocks -------------------------------------------------------------------------
+
+
+def parley_container(
+    vd: Manifest,
+    component: str,
+    plan: VramPlan,
+    command: list[str],
+    args: list[str],
+    env: dict[str, str],
+    port: int,
+) -> Manifest:
+    """A container of the Parley image: read-only root, /tmp and the cache on emptyDirs."""
+    spec = vd["spec"][component]
+    return {
+        "name": component,
+        "image": spec["image"],
+        "command": command,
+        "args": [*args, *spec.get("args", [])],
+        "env": merge_env(env, spec.get("env", [])),
+        "ports": [_http_port(port)],
+        "resources": resources(spec, plan.components.get(component)),
+        **probes(component, "/readyz", "/healthz"),
+        "securityContext": container_security(read_only_root=True),
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "cache", "mountPath": CACHE_DIR},
+        ],
+    }
+
+
+def parley_volumes() -> list[Manifest]:
+    return [{"name": "tmp", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
+
+
+def deployment(
+    vd: Manifest,
+    component: str,
+    plan: VramPlan,
+    replicas: int,
+    container: Manifest,
+    volumes: list[Manifest],
+) -> Manifest:
+    gpu = component in plan.components
+    shared = gpu and vd["spec"].get("gpu", {}).get("placement") == "shared"
+    pod_spec: Manifest = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security(),
+        "containers": [container],
+        "volumes": volumes,
+        **(gpu_scheduling(vd, plan) if gpu else {}),
+    }
+    strategy: Manifest = (
+        {"type": "Recreate"}
+        if shared
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(vd, component),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(vd, component)},
+            "strategy": strategy,
+            # Longer than the startup budget: a pod loading a model is progress, not a stall.
+            "progressDeadlineSeconds": STARTUP_BUDGET_S[component] + 300,
+            "template": {"metadata": {"labels": labels(vd, component)}, "spec": pod_spec},
+        },
+    }
+
+
+def service(vd: Manifest, component: str, port: int) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(vd, component),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(vd, component),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def gpu_scheduling(vd: Manifest, plan: VramPlan) -> Manifest:
+    """Node selector, tolerations and, in `shared` placement, co-location of a GPU pod.
+
+    In `shared` placement the GPU components' caps add up to one GPU's working cap and they
+    share it by time-slicing or MPS (the NVIDIA device plugin advertises each GPU as several
+    `nvidia.com/gpu`); each caps itself (vLLM `--gpu-memory-utilization`, TTS
+    `set_per_process_memory_fraction`). Kubernetes can only co-locate on a node: every GPU pod
+    of this VoiceDeployment requires (`requiredDuringSchedulingIgnoredDuringExecution`, topology
+    `kubernetes.io/hostname`) a pod of the VoiceDeployment's GPU components on its node. The
+    term matches the pod itself, so the first one schedules freely (the scheduler's rule for
+    self-matching affinity) and the others follow it. On a node with several GPUs, one shared
+    GPU needs the device plugin's sharing configured for that GPU (or a one-GPU node).
+    """
+    spec = vd["spec"]
+    gpu = spec.get("gpu", {})
+    scheduling: Manifest = {}
+    if gpu.get("nodeSelector"):
+        scheduling["nodeSelector"] = dict(sorted(gpu["nodeSelector"].items()))
+    if gpu.get("tolerations"):
+        scheduling["tolerations"] = copy.deepcopy(gpu["tolerations"])
+    if gpu.get("placement") == "shared":
+        scheduling["affinity"] = {
+            "podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {
+                            "matchLabels": {VD_LABEL: vd["metadata"]["name"]},
+                            "matchExpressions": [
+                                {
+                                    "key": "app.kubernetes.io/component",
+                                    "operator": "In",
+                                    "values": sorted(plan.components),
+                                }
+                            ],
+                        },
+                        "topologyKey": HOSTNAME_TOPOLOGY,
+                    }
+                ]
+            }
+        }
+    return scheduling
+
+
+def resources(component_spec: Manifest, cap: ComponentCap | None) -> Manifest:
+    """The spec's requests and limits, with `nvidia.com/gpu` set from the plan."""
+    merged: Manifest = copy.deepcopy(component_spec.get("resources") or {})
+    if cap is not None:
+        merged.setdefault("limits", {})[GPU_RESOURCE] = cap.gpus
+        if GPU_RESOURCE in merged.get("requests", {}):
+            merged["requests"][GPU_RESOURCE] = cap.gpus  # extended resources: request = limit
+    return merged
+
+
+def merge_env(base: dict[str, str], extra: list[Manifest]) -> list[Manifest]:
+    """`base` overridden by the spec's `env` (by name; the last duplicate wins), sorted."""
+    merged: dict[str, Manifest] = {name: {"name": name, "value": v} for name, v in base.items()}
+    for item in extra:
+        merged[item["name"]] = copy.deepcopy(item)
+    return [merged[name] for name in sorted(merged)]
+
+
+def probes(component: str, ready_path: str, live_path: str) -> Manifest:
+    period = 10
+    return {
+        "startupProbe": _http_get(
+            live_path, period=period, failures=STARTUP_BUDGET_S[component] // period
+        ),
+        "readinessProbe": _http_get(ready_path, period=5, failures=2),
+        "livenessProbe": _http_get(live_path, period=period, failures=3, timeout=5),
+    }
+
+
+def pod_security() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "fsGroup": USER_ID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security(*, read_only_root: bool) -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _http_port(port: int) -> Manifest:
+    return {"name": "http", "containerPort": port, "protocol": "TCP"}
+
+
+def _http_get(path: str, *, period: int, failures: int, timeout: int = 2) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _number(value: float) -> str:
+    """8.0 → "8", 0.45 → "0.45": what a person would type on the command line."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
