@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.cluster import ControlPlane
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.k8s
 
@@ -57,15 +56,6 @@ CRD = {
         ],
     },
 }
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out: {what}")
 
 
 def objects(plane: ControlPlane, *args: str) -> list[dict[str, object]]:

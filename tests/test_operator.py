@@ -16,20 +16,11 @@ import yaml
 from kopf.testing import KopfRunner
 
 from tests.support.cluster import ControlPlane
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.k8s
 REPO = Path(__file__).resolve().parents[1]
 NS = "operator-tests"
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out: {what}")
 
 
 def get(plane: ControlPlane, kind: str, name: str) -> dict[str, Any] | None:
