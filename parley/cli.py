@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     tts_bench.add_argument("--streams", default="1,4,8", help="concurrency levels")
     tts_bench.add_argument("--requests", type=int, default=16, help="requests per level")
     tts_bench.add_argument("--out", default="bench/results/tts.json", help="JSON output file")
+    op_bench = bench_commands.add_parser(
+        "operator", help="VoiceDeployment apply → children, convergence"
+    )
+    op_bench.add_argument("--sequential", type=int, default=50, help="timed one by one")
+    op_bench.add_argument("--total", type=int, default=500, help="VoiceDeployments in all")
+    op_bench.add_argument("--out", default="bench/results/operator.json", help="JSON output file")
     return parser
 
 
@@ -130,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_streams",
         )
         return serve_tts({n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    if args.command == "bench" and args.bench_command == "operator":
+        from parley_bench.operator_load import run_operator_bench
+
+        return run_operator_bench(args.sequential, args.total, args.out)
     if args.command == "bench" and args.bench_command == "tts":
         from parley_bench.tts import run_tts_bench
 
