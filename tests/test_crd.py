@@ -62,7 +62,10 @@ def apply(plane: ControlPlane, manifest: dict[str, Any]) -> str:
 
 
 @pytest.mark.k8s
-@pytest.mark.parametrize("example", ["gpu-exclusive.yaml", "gpu-shared.yaml", "cpu.yaml"])
+@pytest.mark.parametrize(
+    "example",
+    ["gpu-exclusive.yaml", "gpu-shared.yaml", "cpu.yaml", "gpu-exclusive-with-models.yaml"],
+)
 def test_examples_apply_unchanged(cluster: ControlPlane, example: str) -> None:
     manifest = load(example)
     assert f"voicedeployment.parley.dev/{manifest['metadata']['name']} created" in apply(
@@ -85,7 +88,32 @@ def test_defaults(cluster: ControlPlane) -> None:
     assert spec["gpu"]["headroomGiB"] == 4
     assert spec["llm"]["maxModelLen"] == 8192 and spec["llm"]["replicas"] == 1
     assert spec["tts"]["voice"] == "en_US-joe-medium"
+    assert spec["tts"]["modelDir"] == "/models/xtts-v2"
     assert spec["runtime"]["replicas"] == {"min": 1, "max": 1}
+    # Requests only: the GPU limit comes from the VRAM plan.
+    assert spec["runtime"]["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}}
+    assert spec["llm"]["resources"] == {"requests": {"cpu": "2", "memory": "16Gi"}}
+    assert spec["tts"]["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}}
+    assert "models" not in spec
+    offline = json.loads(
+        cluster.kubectl("get", "vd", "offline-agent", "-n", NAMESPACE, "-o", "json")
+    )
+    assert offline["spec"]["models"] == {
+        "claimName": "voice-models",
+        "mountPath": "/models",
+        "readOnly": True,
+    }
+
+
+@pytest.mark.k8s
+def test_resources_given_replace_the_default(cluster: ControlPlane) -> None:
+    manifest = copy.deepcopy(load("cpu.yaml"))
+    manifest["metadata"]["name"] = "sized-agent"
+    manifest["spec"]["runtime"]["resources"] = {"limits": {"memory": "2Gi"}}
+    apply(cluster, manifest)
+    stored = json.loads(cluster.kubectl("get", "vd", "sized-agent", "-n", NAMESPACE, "-o", "json"))
+    assert stored["spec"]["runtime"]["resources"] == {"limits": {"memory": "2Gi"}}
+    assert stored["spec"] == with_defaults(manifest["spec"])
 
 
 def mutate(example: str, change: Any) -> dict[str, Any]:
@@ -128,6 +156,34 @@ INVALID = {
         mutate("cpu.yaml", lambda s: s["runtime"]["replicas"].update(min=-1)),
         "should be greater than or equal to 0",
     ),
+    "models without a claim": (
+        mutate("cpu.yaml", lambda s: s.update(models={"mountPath": "/models"})),
+        "spec.models.claimName: Required value",
+    ),
+    "a claim name that is no object name": (
+        mutate("cpu.yaml", lambda s: s.update(models={"claimName": "Voice_Models"})),
+        "spec.models.claimName: Invalid value",
+    ),
+    "a relative models.mountPath": (
+        mutate("cpu.yaml", lambda s: s.update(models={"claimName": "m", "mountPath": "models"})),
+        "models.mountPath must be an absolute path",
+    ),
+    "a models.mountPath with a trailing slash": (
+        mutate("cpu.yaml", lambda s: s.update(models={"claimName": "m", "mountPath": "/models/"})),
+        "models.mountPath must be an absolute path",
+    ),
+    "models mounted over the pods' /tmp": (
+        mutate("cpu.yaml", lambda s: s.update(models={"claimName": "m", "mountPath": "/tmp"})),
+        "models.mountPath must not be, or contain, a path the pods mount already",
+    ),
+    "models mounted over the pods' cache": (
+        mutate("cpu.yaml", lambda s: s.update(models={"claimName": "m", "mountPath": "/var"})),
+        "models.mountPath must not be, or contain, a path the pods mount already",
+    ),
+    "a relative tts.modelDir": (
+        mutate("cpu.yaml", lambda s: s["tts"].update(modelDir="xtts-v2")),
+        "tts.modelDir must be an absolute path",
+    ),
 }
 
 
@@ -138,6 +194,37 @@ def test_invalid_specs_are_refused_with_a_readable_reason(cluster: ControlPlane,
     with pytest.raises(RuntimeError, match="is invalid") as refused:
         apply(cluster, manifest)
     assert message in str(refused.value)
+
+
+NAME_TOO_LONG = "metadata.name must be at most 55 characters"
+NOT_DNS_1035 = "metadata.name must be a DNS-1035 label"
+
+
+@pytest.mark.k8s
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a" * 56, NAME_TOO_LONG),
+        ("voice.agent", NOT_DNS_1035),  # a valid object name, but no Service name
+        ("9lives", NOT_DNS_1035),
+        ("agent-", NOT_DNS_1035),
+    ],
+)
+def test_names_that_cannot_name_services_are_refused(
+    cluster: ControlPlane, name: str, message: str
+) -> None:
+    manifest = copy.deepcopy(load("cpu.yaml"))
+    manifest["metadata"]["name"] = name
+    with pytest.raises(RuntimeError, match="is invalid") as refused:
+        apply(cluster, manifest)
+    assert message in str(refused.value)
+
+
+@pytest.mark.k8s
+def test_the_longest_name_is_accepted(cluster: ControlPlane) -> None:
+    manifest = copy.deepcopy(load("cpu.yaml"))
+    manifest["metadata"]["name"] = "a" * 55
+    assert f"voicedeployment.parley.dev/{'a' * 55} created" in apply(cluster, manifest)
 
 
 @pytest.mark.k8s

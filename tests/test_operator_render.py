@@ -11,11 +11,13 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import yaml
 
 from parley.cli import _runtime_overrides, build_parser
+from parley_operator.api import POD_MOUNT_PATHS
 from parley_operator.defaults import with_defaults
 from parley_operator.render import render
 from parley_operator.vram import plan_vram
@@ -126,7 +128,10 @@ def test_cpu_runtime_points_at_the_external_llm_and_the_tts_service() -> None:
         "--asr-device", "cpu",
         "--max-sessions", "8",
     ]  # fmt: skip
-    assert "resources" in runtime and "nvidia.com/gpu" not in runtime["resources"].get("limits", {})
+    # The schema's default requests, and no GPU.
+    assert runtime["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}}
+    tts = container(rendered("cpu.yaml"), "cpu-agent-tts")
+    assert tts["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}}
     for name in ("cpu-agent-runtime", "cpu-agent-tts"):
         assert not {"nodeSelector", "tolerations", "affinity"} & set(
             pod(rendered("cpu.yaml"), name)
@@ -189,9 +194,17 @@ def test_vllm_spans_its_gpus_with_tensor_parallelism() -> None:
 
 def test_exclusive_gpu_pods_get_one_gpu_each_on_the_selected_nodes() -> None:
     children = rendered("gpu-exclusive.yaml")
+    default_requests = {
+        "runtime": {"cpu": "1", "memory": "1Gi"},
+        "llm": {"cpu": "2", "memory": "16Gi"},
+        "tts": {"cpu": "1", "memory": "1Gi"},
+    }
     for component in ("runtime", "llm", "tts"):
         name = f"support-agent-{component}"
-        assert container(children, name)["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+        assert container(children, name)["resources"] == {
+            "requests": default_requests[component],
+            "limits": {"nvidia.com/gpu": 1},
+        }
         assert pod(children, name)["nodeSelector"] == {
             "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"
         }
@@ -302,10 +315,106 @@ def test_spec_resources_merge_with_the_gpu_limit() -> None:
         "requests": {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": 1},
         "limits": {"memory": "48Gi", "nvidia.com/gpu": 1},
     }
+    # A spec's resources replace the default requests; they are not merged with them.
     assert container(children, "support-agent-runtime")["resources"] == {
         "requests": {"cpu": "2"},
         "limits": {"nvidia.com/gpu": 1},
     }
+    assert container(children, "support-agent-tts")["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"nvidia.com/gpu": 1},
+    }
+
+
+def test_resources_without_requests_get_no_default_requests() -> None:
+    def limits_only(spec: Manifest) -> None:
+        spec["llm"]["resources"] = {"limits": {"memory": "48Gi"}}
+
+    llm = container(rendered("gpu-exclusive.yaml", limits_only), "support-agent-llm")
+    assert llm["resources"] == {"limits": {"memory": "48Gi", "nvidia.com/gpu": 1}}
+
+
+# -- model weights ---------------------------------------------------------------------------
+
+
+def mounts(c: Manifest) -> dict[str, Manifest]:
+    return {m["name"]: m for m in c["volumeMounts"]}
+
+
+def volumes(children: list[Manifest], name: str) -> dict[str, Manifest]:
+    return {v["name"]: v for v in pod(children, name)["volumes"]}
+
+
+def test_the_models_claim_is_mounted_read_only_in_every_pod() -> None:
+    children = rendered("gpu-exclusive-with-models.yaml")
+    for component in ("runtime", "llm", "tts"):
+        name = f"offline-agent-{component}"
+        assert volumes(children, name)["models"] == {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": "voice-models", "readOnly": True},
+        }
+        assert mounts(container(children, name))["models"] == {
+            "name": "models",
+            "mountPath": "/models",
+            "readOnly": True,
+        }
+
+
+def test_the_models_mount_path_and_read_only_come_from_the_spec() -> None:
+    def writable(spec: Manifest) -> None:
+        spec["models"] = {"claimName": "weights", "mountPath": "/srv/weights", "readOnly": False}
+
+    children = rendered("gpu-shared.yaml", writable)
+    for component in ("runtime", "llm", "tts"):
+        name = f"edge-agent-{component}"
+        assert volumes(children, name)["models"]["persistentVolumeClaim"] == {
+            "claimName": "weights",
+            "readOnly": False,
+        }
+        mount = mounts(container(children, name))["models"]
+        assert (mount["mountPath"], mount["readOnly"]) == ("/srv/weights", False)
+
+
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu-exclusive.yaml", "gpu-shared.yaml"])
+def test_without_spec_models_nothing_is_mounted(name: str) -> None:
+    for deployment in (c for c in rendered(name) if c["kind"] == "Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        assert "models" not in {v["name"] for v in spec["volumes"]}
+        assert "models" not in mounts(spec["containers"][0])
+
+
+def test_local_weights_are_handed_to_each_component_as_paths() -> None:
+    children = rendered("gpu-exclusive-with-models.yaml")
+    runtime = container(children, "offline-agent-runtime")
+    assert flag(runtime["args"], "--asr-model") == "/models/faster-whisper-small.en"
+    assert flag(runtime["args"], "--llm-model") == "/models/Qwen2.5-7B-Instruct"
+    llm = container(children, "offline-agent-llm")
+    # vLLM loads the directory and serves it under the name the runtime asks for.
+    assert flag(llm["args"], "--model") == "/models/Qwen2.5-7B-Instruct"
+    assert flag(llm["args"], "--served-model-name") == "/models/Qwen2.5-7B-Instruct"
+    tts = container(children, "offline-agent-tts")
+    assert env(tts)["PARLEY_TTS_XTTS_MODEL_DIR"] == "/models/xtts-v2"
+
+
+def test_xtts_gets_its_model_dir_and_piper_does_not() -> None:
+    tts = container(rendered("gpu-shared.yaml"), "edge-agent-tts")
+    assert env(tts)["PARLEY_TTS_XTTS_MODEL_DIR"] == "/models/xtts-v2"  # the schema default
+    custom = rendered("gpu-shared.yaml", lambda s: s["tts"].update(modelDir="/opt/xtts"))
+    assert env(container(custom, "edge-agent-tts"))["PARLEY_TTS_XTTS_MODEL_DIR"] == "/opt/xtts"
+    piper = container(rendered("cpu.yaml"), "cpu-agent-tts")
+    assert "PARLEY_TTS_XTTS_MODEL_DIR" not in env(piper)
+
+
+@pytest.mark.parametrize(
+    "name", ["cpu.yaml", "gpu-exclusive.yaml", "gpu-exclusive-with-models.yaml"]
+)
+def test_the_schema_keeps_models_clear_of_the_pods_own_mounts(name: str) -> None:
+    for deployment in (c for c in rendered(name) if c["kind"] == "Deployment"):
+        c = deployment["spec"]["template"]["spec"]["containers"][0]
+        own = {m["mountPath"] for m in c["volumeMounts"] if m["name"] != "models"}
+        assert own <= set(POD_MOUNT_PATHS), (
+            f"api.POD_MOUNT_PATHS lacks {own - set(POD_MOUNT_PATHS)}"
+        )
 
 
 def test_extra_args_are_appended_and_env_is_merged_sorted() -> None:
@@ -374,12 +483,13 @@ def test_the_tts_command_line_configures_the_tts_server(monkeypatch: pytest.Monk
     assert (settings.default_model, settings.default_voice) == ("xtts", "default")
     assert settings.vram_cap_gib == 8.0
     assert settings.xtts_device == "cuda"
+    assert settings.xtts_model_dir == "/models/xtts-v2"
     assert TTSSettings().vram_cap_gib == 8.0  # the environment alone carries the cap too
 
 
 # -- what every object carries ---------------------------------------------------------------
 
-ALL = ["cpu.yaml", "gpu-exclusive.yaml", "gpu-shared.yaml"]
+ALL = ["cpu.yaml", "gpu-exclusive.yaml", "gpu-shared.yaml", "gpu-exclusive-with-models.yaml"]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -470,17 +580,21 @@ def test_pods_run_unprivileged(name: str) -> None:
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"] == {"drop": ["ALL"]}
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}
-        volumes = {v["name"] for v in spec["volumes"]}
-        assert {m["name"] for m in c["volumeMounts"]} == volumes
-        assert all("emptyDir" in v for v in spec["volumes"])
-        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        names = {v["name"] for v in spec["volumes"]}
+        assert {m["name"] for m in c["volumeMounts"]} == names
+        # emptyDirs, and the model weights' claim (read-only) where spec.models asks for it.
+        assert all(
+            "emptyDir" in v or v == {"name": "models", "persistentVolumeClaim": ANY}
+            for v in spec["volumes"]
+        )
+        paths = {m["mountPath"] for m in c["volumeMounts"] if m["name"] != "models"}
         if c["name"] == "llm":
             # vLLM writes kernel and compilation caches: a writable root, $HOME on a volume.
             assert security["readOnlyRootFilesystem"] is False
-            assert mounts == {env(c)["HOME"], "/dev/shm"}
+            assert paths == {env(c)["HOME"], "/dev/shm"}
         else:
             assert security["readOnlyRootFilesystem"] is True
-            assert mounts == {"/tmp", env(c)["XDG_CACHE_HOME"]}
+            assert paths == {"/tmp", env(c)["XDG_CACHE_HOME"]}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -611,7 +725,7 @@ def test_rendered_children_pass_a_server_side_dry_run(control_plane: ControlPlan
             assert all(line.endswith("serverside-applied (server dry run)") for line in applied)
 
         # The Pod Security check above is live: an unconfined pod is warned about.
-        unsafe = copy.deepcopy(find(children, "Deployment", "edge-agent-tts"))
+        unsafe = copy.deepcopy(find(children, "Deployment", f"{vd_name}-tts"))
         del unsafe["spec"]["template"]["spec"]["containers"][0]["securityContext"]
         result = dry_run(plane, [unsafe])
         assert result.returncode == 0, result.stderr

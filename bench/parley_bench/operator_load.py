@@ -26,6 +26,7 @@ from parley_operator.api import GROUP, PLURAL, VERSION, crd
 from parley_operator.render import VD_LABEL
 
 NAMESPACE = "parley-bench"
+OPERATOR_LOG = Path.home() / ".cache" / "parley" / "logs" / "bench-operator.log"
 CHILDREN = ("deployments", "services", "poddisruptionbudgets")
 
 
@@ -123,10 +124,12 @@ def run_operator_bench(sequential: int, total: int, out: str, timeout_s: float =
         raise SystemExit("set KUBECONFIG (e.g. `make cluster-up` prints the export line)")
     cluster = Cluster()
     cluster.prepare(pods_needed=2 * total)
+    OPERATOR_LOG.parent.mkdir(parents=True, exist_ok=True)
+    print(f"operator log: {OPERATOR_LOG}", flush=True)
     operator = subprocess.Popen(
         [sys.executable, "-m", "parley", "operator", "run", "-n", NAMESPACE],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=OPERATOR_LOG.open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:

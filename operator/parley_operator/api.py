@@ -8,6 +8,7 @@ OpenAPI types, ranges and defaults, and CEL rules whose messages name the broken
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -25,6 +26,26 @@ DEFAULT_IMAGES = {
     "llm": "vllm/vllm-openai:v0.11.0",
     "tts": "ghcr.io/parley-voice/parley:0.1.0",
 }
+
+#: Requests a component's container gets when its spec sets no `resources` (no limits: the
+#: GPU limit comes from the VRAM plan).
+DEFAULT_RESOURCES = {
+    "runtime": {"requests": {"cpu": "1", "memory": "1Gi"}},
+    "llm": {"requests": {"cpu": "2", "memory": "16Gi"}},
+    "tts": {"requests": {"cpu": "1", "memory": "1Gi"}},
+}
+
+#: Children are named `<name>-runtime` (the longest), `<name>-llm`, `<name>-tts`, and a
+#: Service's name must be a DNS-1035 label of at most 63 characters.
+MAX_NAME_LENGTH = 63 - len("-runtime")
+NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+DEFAULT_MODELS_PATH = "/models"
+DEFAULT_XTTS_MODEL_DIR = f"{DEFAULT_MODELS_PATH}/xtts-v2"
+#: Where the pods mount their own volumes (render.py); `spec.models` stays clear of them.
+POD_MOUNT_PATHS = ("/tmp", "/var/cache/parley", "/var/cache/vllm", "/dev/shm")
+_ABSOLUTE_PATH = "^(/[^/]+)+$"
+_DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 # -- schema helpers -------------------------------------------------------------------------
@@ -49,8 +70,27 @@ def obj(
     return schema | extra
 
 
-def string(description: str, **extra: Any) -> Schema:
-    return {"type": "string", "description": description, **extra}
+def string(description: str, *, validations: list[Schema] | None = None, **extra: Any) -> Schema:
+    schema: Schema = {"type": "string", "description": description, **extra}
+    if validations:
+        schema["x-kubernetes-validations"] = validations
+    return schema
+
+
+def absolute_path(field: str, description: str, default: str, *rules: Schema) -> Schema:
+    """A path inside a container: absolute, no trailing slash (CEL, for a readable message)."""
+    return string(
+        description,
+        maxLength=256,
+        default=default,
+        validations=[
+            rule(
+                f"self.matches('{_ABSOLUTE_PATH}')",
+                f"{field} must be an absolute path such as {default} (no trailing slash)",
+            ),
+            *rules,
+        ],
+    )
 
 
 def integer(
@@ -76,10 +116,14 @@ def string_map(description: str) -> Schema:
     }
 
 
-def rule(expression: str, message: str) -> Schema:
+def rule(expression: str, message: str, field_path: str | None = None) -> Schema:
     """A CEL validation. Static messages: the apiserver refuses `messageExpression`s that build
-    strings from numbers here (their estimated cost is over budget)."""
-    return {"rule": expression, "message": message}
+    strings from numbers here (their estimated cost is over budget). `field_path` names the
+    field an error is reported at (default: the object the rule sits on)."""
+    validation: Schema = {"rule": expression, "message": message}
+    if field_path:
+        validation["fieldPath"] = field_path
+    return validation
 
 
 # -- the spec -------------------------------------------------------------------------------
@@ -103,9 +147,11 @@ def common_fields(component: str) -> Schema:
         "image": string(f"Container image for the {component}.", default=DEFAULT_IMAGES[component]),
         "gpu": component_gpu(),
         "resources": obj(
-            "Kubernetes resource requests and limits (CPU, memory) for the container.",
+            "Kubernetes resource requests and limits (CPU, memory) for the container; when "
+            "absent, requests only. nvidia.com/gpu is set from the VRAM plan.",
             {},
             preserve_unknown=True,
+            default=copy.deepcopy(DEFAULT_RESOURCES[component]),
         ),
         "args": {
             "type": "array",
@@ -148,7 +194,9 @@ def runtime_schema() -> Schema:
                 "Speech recognition (faster-whisper).",
                 {
                     "model": string(
-                        "tiny.en (packaged) or a model directory on a volume.", default="tiny.en"
+                        "tiny.en (packaged) or a CTranslate2 model directory, e.g. under "
+                        "models.mountPath.",
+                        default="tiny.en",
                     ),
                     "device": string("Where ASR runs.", enum=["cpu", "cuda"], default="cpu"),
                 },
@@ -165,7 +213,10 @@ def llm_schema() -> Schema:
         {
             **common_fields("llm"),
             "model": string(
-                "Model name (vLLM --model; the name sent to an external server).", minLength=1
+                "Model name (vLLM --model and --served-model-name; the name sent to an external "
+                "server). For a managed vLLM a directory under models.mountPath loads local "
+                "weights.",
+                minLength=1,
             ),
             "endpoint": string(
                 "Base URL of an external OpenAI-compatible server, e.g. http://llm:8000/v1.",
@@ -194,9 +245,49 @@ def tts_schema() -> Schema:
                 "piper (CPU) or xtts (GPU).", enum=["piper", "xtts"], default="piper"
             ),
             "voice": string("Default voice.", default="en_US-joe-medium"),
+            "modelDir": absolute_path(
+                "tts.modelDir",
+                "XTTS-v2 checkpoint directory (config.json, model.pth, vocab.json, "
+                "speakers_xtts.pth) used by the xtts backend: under models.mountPath, or baked "
+                "into the image.",
+                DEFAULT_XTTS_MODEL_DIR,
+            ),
             "replicas": integer("TTS replicas.", 0, 64, default=1),
         },
         default={},
+    )
+
+
+def models_schema() -> Schema:
+    taken = ", ".join(POD_MOUNT_PATHS)
+    listed = ", ".join(f"'{p}'" for p in POD_MOUNT_PATHS)
+    return obj(
+        "Model weights on a PersistentVolumeClaim, mounted into every component's pod "
+        "(runtime, vLLM, TTS). Parley's components never download weights.",
+        {
+            "claimName": string(
+                "The PersistentVolumeClaim holding the weights, in this VoiceDeployment's "
+                "namespace.",
+                maxLength=253,
+                pattern=_DNS_1123_SUBDOMAIN,
+            ),
+            "mountPath": absolute_path(
+                "models.mountPath",
+                "Where the claim is mounted in each container.",
+                DEFAULT_MODELS_PATH,
+                rule(
+                    f"![{listed}].exists(p, p == self || p.startsWith(self + '/'))",
+                    f"models.mountPath must not be, or contain, a path the pods mount already "
+                    f"({taken})",
+                ),
+            ),
+            "readOnly": {
+                "type": "boolean",
+                "description": "Mount the claim read-only.",
+                "default": True,
+            },
+        },
+        required=["claimName"],
     )
 
 
@@ -262,6 +353,7 @@ def spec_schema() -> Schema:
             "runtime": runtime_schema(),
             "llm": llm_schema(),
             "tts": tts_schema(),
+            "models": models_schema(),
             "slo": obj(
                 "Service-level objectives (DESIGN.md latency definitions).",
                 {
@@ -366,6 +458,24 @@ def status_schema() -> Schema:
     )
 
 
+def name_rules() -> list[Schema]:
+    """The name must name the children's Services (`<name>-runtime`: a DNS-1035 label)."""
+    return [
+        rule(
+            f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+            f"metadata.name must be at most {MAX_NAME_LENGTH} characters: the children's "
+            f"Services are named <name>-runtime, <name>-llm and <name>-tts (at most 63)",
+            ".metadata",
+        ),
+        rule(
+            f"self.metadata.name.matches('{NAME_PATTERN}')",
+            "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit): it names Services",
+            ".metadata",
+        ),
+    ]
+
+
 def crd() -> Schema:
     """The CustomResourceDefinition, as a plain dict ready for YAML or the API."""
     ready = '.status.conditions[?(@.type=="Ready")].status'
@@ -417,6 +527,7 @@ def crd() -> Schema:
                                 "status": status_schema(),
                             },
                             required=["spec"],
+                            validations=name_rules(),
                         )
                     },
                 }

@@ -1,31 +1,65 @@
-"""The kopf handlers: thin adapters over `reconcile`.
+"""The kopf handlers: thin adapters over `reconcile` and `publish`.
 
-- create / update (spec) / resume of a VoiceDeployment: plan, apply children, write status;
-- any event of a child Deployment: recompute the owner's status (ready replicas, rollouts);
-- Events on notable transitions: a VRAM budget refused, a rollout done.
-Handlers are synchronous; kopf runs them in its thread pool.
+- Indexes, kept in memory by kopf from its watches: the VoiceDeployments, their child
+  Deployments (a few numbers each) by owner, the GPU nodes' labels. Reconciles and status
+  refreshes read these instead of the API, so a child event costs at most one status patch.
+- Create / update (spec) / resume of a VoiceDeployment: plan, apply the children, publish the
+  status. A spec that cannot be rendered, or an apply the apiserver refuses, is reported as
+  Degraded (the refused apply is retried).
+- Any event of a child Deployment: recompute the owner's status; a deleted child is put back.
+- Events on notable transitions (a VRAM budget refused, a rollout done), each posted once.
+
+Handlers are coroutines: they read the indexes on the event loop, where kopf updates them, and
+call the blocking Kubernetes client in worker threads (`PARLEY_OPERATOR_WORKERS`, default 16).
+kopf passes each index to every handler as a keyword argument named after it; its handler
+protocols do not list those, hence the `type: ignore[arg-type]` on the decorators that take one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
 import kopf
 import kubernetes
+from kubernetes.client.rest import ApiException
 
-from parley_operator.api import GROUP, PLURAL, VERSION
-from parley_operator.conditions import ConditionType
+from parley_operator.api import GROUP, KIND, PLURAL, VERSION
 from parley_operator.kube import Kube
-from parley_operator.reconcile import apply_children, observe, plan_for
+from parley_operator.publish import StatusPublisher
+from parley_operator.reconcile import COMPONENT_LABEL, apply_children, compute_status, plan_for
 from parley_operator.render import MANAGED_BY, VD_LABEL
+from parley_operator.status import Notice, freshest, rollout_view
+from parley_operator.vram import GPU_MEMORY_LABEL
+
+WORKERS = int(os.environ.get("PARLEY_OPERATOR_WORKERS", "16"))
+#: Seconds before an apply the apiserver refused is tried again.
+RETRY_DELAY_S = 30
+log = logging.getLogger(__name__)
 
 
 @cache
 def kube() -> Kube:
-    return Kube()
+    return Kube(connections=WORKERS)
+
+
+async def _patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    await asyncio.to_thread(kube().patch_status, namespace, name, status)
+
+
+def _post(vd: dict[str, Any], notice: Notice) -> None:
+    kopf.event(vd, type=notice.type, reason=notice.reason, message=notice.message)  # type: ignore[arg-type]
+
+
+@cache
+def publisher() -> StatusPublisher:
+    return StatusPublisher(_patch_status, _post)
 
 
 @kopf.on.login()
@@ -38,53 +72,141 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.posting.level = logging.INFO
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
+    executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="kube")
+    asyncio.get_running_loop().set_default_executor(executor)
 
 
-def _condition(status: dict[str, Any], kind: ConditionType) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c.get("type") == kind), {})
+# -- indexes ---------------------------------------------------------------------------------
 
 
-def _write_status(vd: dict[str, Any], before: dict[str, Any], status: dict[str, Any]) -> None:
-    meta = vd["metadata"]
-    body = kopf.Body(vd)  # type: ignore[arg-type]  # a raw object as read from the API
-    kube().patch_status(meta["namespace"], meta["name"], status)
-    budget_before = _condition(before, ConditionType.VRAM_BUDGET).get("status")
-    budget = _condition(status, ConditionType.VRAM_BUDGET)
-    if budget["status"] == "False" and budget_before != "False":
-        kopf.warn(body, reason="VRAMBudgetRefused", message=budget["message"])
-    rolling_before = _condition(before, ConditionType.PROGRESSING).get("status")
-    if (
-        rolling_before == "True"
-        and _condition(status, ConditionType.PROGRESSING)["status"] == "False"
-    ):
-        kopf.info(body, reason="RolloutComplete", message="all components rolled out")
+def _view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A VoiceDeployment as the reconcile needs it (and as Events need to refer to it)."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {
+            key: meta[key]
+            for key in ("name", "namespace", "uid", "generation", "deletionTimestamp")
+            if key in meta
+        },
+        "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
+    }
+
+
+@kopf.index(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
+def voice_deployments(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _view(body)}
+
+
+@kopf.index(  # type: ignore[arg-type]
+    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+)
+def children_by_owner(
+    body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
+) -> dict[Any, Any] | None:
+    owner, component = labels.get(VD_LABEL), labels.get(COMPONENT_LABEL)
+    if not owner or not component:
+        return None
+    return {(namespace, owner): (component, rollout_view(dict(body)))}
+
+
+@kopf.index("v1", "nodes")
+def gpu_nodes(labels: kopf.Labels, **_: Any) -> dict[None, dict[str, str]] | None:
+    """All GPU nodes' labels under one key (a bare dict would be read as keys → values)."""
+    return {None: dict(labels)} if GPU_MEMORY_LABEL in labels else None
+
+
+def _children(index: kopf.Index[Any, Any], namespace: str, owner: str) -> dict[str, Any]:
+    return dict(index.get((namespace, owner), ()))
+
+
+def _nodes(index: kopf.Index[Any, Any]) -> Iterable[Mapping[str, str]]:
+    return list(index.get(None, ()))
+
+
+def _refusal(exc: ApiException) -> str:
+    """The apiserver's own words for a refused request (its Status message), with the code."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except ValueError:
+        message = None
+    return f"{exc.status} {message or exc.reason}"
+
+
+# -- handlers --------------------------------------------------------------------------------
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def reconcile(body: kopf.Body, **_: Any) -> None:
-    vd = dict(body)
-    plan = plan_for(kube(), vd["spec"])
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")  # type: ignore[arg-type]
+async def reconcile(
+    body: kopf.Body,
+    reason: kopf.Reason,
+    children_by_owner: kopf.Index[Any, Any],
+    gpu_nodes: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    vd = _view(body)
+    meta = vd["metadata"]
+    plan = plan_for(vd["spec"], _nodes(gpu_nodes))
+    applied: dict[str, Any] = {}
+    failure, retry = None, False
     if plan.fits:
-        apply_children(kube(), vd, plan)
-    outcome = observe(kube(), vd, plan)
-    if outcome.changed:
-        _write_status(vd, vd.get("status") or {}, outcome.status)
+        try:
+            applied = await asyncio.to_thread(
+                apply_children, kube(), vd, plan, prune=reason != kopf.Reason.CREATE
+            )
+        except ValueError as exc:
+            failure = str(exc)
+        except ApiException as exc:
+            failure, retry = f"the apiserver refused a child: {_refusal(exc)}", True
+    await publisher().publish(
+        vd,
+        lambda previous: compute_status(
+            vd,
+            plan,
+            freshest(_children(children_by_owner, meta["namespace"], meta["name"]), applied),
+            previous,
+            failure,
+        ),
+    )
+    if retry:
+        raise kopf.TemporaryError(failure, delay=RETRY_DELAY_S)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def child_changed(body: kopf.Body, **_: Any) -> None:
-    meta = body.get("metadata", {})
-    owner = (meta.get("labels") or {}).get(VD_LABEL)
-    if not owner:
+@kopf.on.event(  # type: ignore[arg-type]
+    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+)
+async def child_changed(
+    event: kopf.RawEvent,
+    namespace: str,
+    labels: kopf.Labels,
+    voice_deployments: kopf.Index[Any, Any],
+    children_by_owner: kopf.Index[Any, Any],
+    gpu_nodes: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    owner = labels.get(VD_LABEL)
+    vd = next(iter(voice_deployments.get((namespace, owner), ())), None)
+    if not owner or vd is None or vd["metadata"].get("deletionTimestamp"):
         return
-    vd = kube().voice_deployment(meta["namespace"], owner)
-    if vd is None or vd["metadata"].get("deletionTimestamp"):
-        return
-    outcome = observe(kube(), vd, plan_for(kube(), vd["spec"]))
-    if outcome.changed:
-        _write_status(vd, vd.get("status") or {}, outcome.status)
+    plan = plan_for(vd["spec"], _nodes(gpu_nodes))
+    if event["type"] == "DELETED" and plan.fits:
+        log.info("%s/%s lost a child Deployment; applying it again", namespace, owner)
+        await asyncio.to_thread(apply_children, kube(), vd, plan, prune=False)
+    await publisher().publish(
+        vd,
+        lambda previous: compute_status(
+            vd, plan, _children(children_by_owner, namespace, owner), previous
+        ),
+    )
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def voice_deployment_changed(event: kopf.RawEvent, uid: str, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        publisher().forget(uid)

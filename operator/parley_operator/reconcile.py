@@ -1,61 +1,69 @@
-"""One reconcile: plan, apply the desired children, prune the rest, compute the status.
+"""One reconcile: plan, apply the desired children, prune the rest; and the status from what
+the children report.
 
 Everything that decides is pure (`plan_vram`, `render`, `build_status`); this module only
-sequences them around the `Kube` adapter, so the kopf handlers stay one line each.
+sequences them around the `Kube` adapter, so the kopf handlers stay a few lines each.
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from parley_operator.kube import Kube
-from parley_operator.render import COMPONENTS, MANAGED_BY, VD_LABEL, child_name, render
-from parley_operator.status import build_status
-from parley_operator.vram import VramPlan, plan_vram
+from parley_operator.render import COMPONENTS, MANAGED_BY, VD_LABEL, llm_is_managed, render
+from parley_operator.status import build_status, rollout_view
+from parley_operator.vram import VramPlan, plan_vram, selected_gpu_memory_gib
 
-
-@dataclass
-class Outcome:
-    plan: VramPlan
-    status: dict[str, Any]
-    changed: bool  # the status differs from what the object had
+COMPONENT_LABEL = "app.kubernetes.io/component"
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def plan_for(kube: Kube, spec: dict[str, Any]) -> VramPlan:
-    """Plan with the GPU memory of the nodes the spec selects (without a node selector the
-    pods may land on any GPU node, so no node is held against the spec)."""
+def wanted_components(spec: dict[str, Any]) -> tuple[str, ...]:
+    """The components that run as Deployments: all three, less `llm` for an external server."""
+    return tuple(c for c in COMPONENTS if c != "llm" or llm_is_managed(spec))
+
+
+def plan_for(spec: dict[str, Any], node_labels: Iterable[Mapping[str, str]]) -> VramPlan:
+    """Plan `spec` against the GPU memory of the nodes it selects."""
     selector = (spec.get("gpu") or {}).get("nodeSelector") or {}
-    return plan_vram(spec, kube.node_gpu_memory_gib(selector) if selector else None)
+    return plan_vram(spec, selected_gpu_memory_gib(node_labels, selector))
 
 
-def _selector(vd: dict[str, Any]) -> str:
-    return f"{VD_LABEL}={vd['metadata']['name']},app.kubernetes.io/managed-by={MANAGED_BY}"
-
-
-def apply_children(kube: Kube, vd: dict[str, Any], plan: VramPlan) -> None:
-    namespace = vd["metadata"]["namespace"]
+def apply_children(
+    kube: Kube, vd: dict[str, Any], plan: VramPlan, *, prune: bool
+) -> dict[str, dict[str, Any]]:
+    """Server-side apply every desired child (blocking); with `prune`, delete the children of
+    `vd` that are no longer desired (a managed vLLM replaced by an external endpoint). A new
+    object has nothing to prune, so creation skips the three list calls. Returns component →
+    the `rollout_view` of its Deployment as applied."""
     desired = render(vd, plan)
-    wanted = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in desired}
+    applied = {}
     for manifest in desired:
-        kube.apply(manifest)
-    for api_version, kind, name in kube.children(namespace, _selector(vd)):
-        if (api_version, kind, name) not in wanted:
-            kube.delete(api_version, kind, namespace, name)
+        stored = kube.apply(manifest)
+        if manifest["kind"] == "Deployment":
+            applied[manifest["metadata"]["labels"][COMPONENT_LABEL]] = rollout_view(stored)
+    if prune:
+        namespace = vd["metadata"]["namespace"]
+        selector = f"{VD_LABEL}={vd['metadata']['name']},app.kubernetes.io/managed-by={MANAGED_BY}"
+        wanted = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in desired}
+        for api_version, kind, name in kube.children(namespace, selector):
+            if (api_version, kind, name) not in wanted:
+                kube.delete(api_version, kind, namespace, name)
+    return applied
 
 
-def observe(kube: Kube, vd: dict[str, Any], plan: VramPlan) -> Outcome:
-    namespace = vd["metadata"]["namespace"]
-    children = {c: kube.deployment(namespace, child_name(vd, c)) for c in COMPONENTS}
-    previous = vd.get("status") or {}
-    status = build_status(vd["metadata"].get("generation", 0), plan, children, previous, _now())
-    return Outcome(plan, status, _differs(previous, status))
-
-
-def _differs(previous: dict[str, Any], status: dict[str, Any]) -> bool:
-    return any(previous.get(key) != value for key, value in status.items())
+def compute_status(
+    vd: dict[str, Any],
+    plan: VramPlan,
+    children: dict[str, dict[str, Any]],
+    previous: dict[str, Any],
+    failure: str | None = None,
+) -> dict[str, Any]:
+    generation = vd["metadata"].get("generation", 0)
+    wanted = wanted_components(vd["spec"])
+    return build_status(generation, plan, wanted, children, previous, _now(), failure)

@@ -35,6 +35,10 @@ Choices worth knowing:
   Service named `parley-…` would otherwise inject `PARLEY_*` variables the settings read). Root
   filesystems are read-only for the runtime and TTS, with emptyDirs at /tmp and at the cache
   directory (`XDG_CACHE_HOME`).
+- Model weights: `spec.models` mounts one PersistentVolumeClaim (volume `models`, read-only by
+  default) at the same path in every pod, so `runtime.asr.model`, `llm.model` and
+  `tts.modelDir` may name directories under it. The TTS server is told `tts.modelDir` only when
+  its backend is `xtts`. Nothing here downloads weights.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import copy
 import re
 from typing import Any
 
-from parley_operator.api import GROUP, KIND, VERSION
+from parley_operator.api import GROUP, KIND, MAX_NAME_LENGTH, NAME_PATTERN, VERSION
 from parley_operator.vram import ComponentCap, VramPlan
 
 Manifest = dict[str, Any]
@@ -60,7 +64,8 @@ CACHE_DIR = "/var/cache/parley"
 VLLM_HOME = "/var/cache/vllm"
 #: Seconds a container may take to start serving (startupProbe budget).
 STARTUP_BUDGET_S = {"runtime": 300, "llm": 1200, "tts": 600}
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+MODELS_VOLUME = "models"
+_DNS_1035 = re.compile(NAME_PATTERN)
 
 
 # -- names, labels, ownership ---------------------------------------------------------------
@@ -141,12 +146,11 @@ def render(vd: Manifest, plan: VramPlan, *, runtime_replicas: int | None = None)
 
 def _check(vd: Manifest, plan: VramPlan) -> None:
     name = vd["metadata"]["name"]
-    longest = child_name(vd, "runtime")
-    if not _DNS_1035.match(name) or len(longest) > 63:
+    if not _DNS_1035.match(name) or len(name) > MAX_NAME_LENGTH:
         raise ValueError(
             f"VoiceDeployment name {name!r} cannot name its Services: it must be a DNS-1035 "
             f"label (lower-case letters, digits, '-', starting with a letter) of at most "
-            f"{63 - len('-runtime')} characters"
+            f"{MAX_NAME_LENGTH} characters"
         )
     if not plan.fits:
         raise ValueError(f"the VRAM plan does not fit ({plan.reason}): {plan.message}")
@@ -186,7 +190,7 @@ def runtime_deployment(vd: Manifest, plan: VramPlan, replicas: int) -> Manifest:
     container = parley_container(
         vd, "runtime", plan, ["parley", "runtime", "serve"], args, env, RUNTIME_PORT
     )
-    return deployment(vd, "runtime", plan, replicas, container, parley_volumes())
+    return deployment(vd, "runtime", plan, replicas, container, parley_volumes(spec))
 
 
 def runtime_pdb(vd: Manifest) -> Manifest:
@@ -241,12 +245,14 @@ def llm_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
         "volumeMounts": [
             {"name": "cache", "mountPath": VLLM_HOME},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *models_mounts(vd["spec"]),
         ],
     }
     volumes = [
         {"name": "cache", "emptyDir": {}},
         # NCCL and PyTorch share tensors through /dev/shm; the runtime default is 64 MiB.
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        *models_volumes(vd["spec"]),
     ]
     return deployment(vd, "llm", plan, llm["replicas"], container, volumes)
 
@@ -264,13 +270,15 @@ def tts_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
         "--default-voice", tts["voice"],
     ]  # fmt: skip
     env = {"XDG_CACHE_HOME": CACHE_DIR, "PARLEY_TTS_XTTS_DEVICE": "cuda" if cap else "cpu"}
+    if tts["backend"] == "xtts":
+        env["PARLEY_TTS_XTTS_MODEL_DIR"] = tts["modelDir"]
     if cap is not None:
         args += ["--vram-cap-gib", _number(cap.vram_gib)]
         env["PARLEY_VRAM_CAP_GIB"] = _number(cap.vram_gib)
     container = parley_container(
         vd, "tts", plan, ["parley", "tts", "serve"], args, env, SERVER_PORT
     )
-    return deployment(vd, "tts", plan, tts["replicas"], container, parley_volumes())
+    return deployment(vd, "tts", plan, tts["replicas"], container, parley_volumes(vd["spec"]))
 
 
 # -- building blocks -------------------------------------------------------------------------
@@ -285,7 +293,8 @@ def parley_container(
     env: dict[str, str],
     port: int,
 ) -> Manifest:
-    """A container of the Parley image: read-only root, /tmp and the cache on emptyDirs."""
+    """A container of the Parley image: read-only root, /tmp and the cache on emptyDirs, the
+    model weights where `spec.models` puts them."""
     spec = vd["spec"][component]
     return {
         "name": component,
@@ -300,12 +309,36 @@ def parley_container(
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": CACHE_DIR},
+            *models_mounts(vd["spec"]),
         ],
     }
 
 
-def parley_volumes() -> list[Manifest]:
-    return [{"name": "tmp", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
+def parley_volumes(spec: Manifest) -> list[Manifest]:
+    return [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        *models_volumes(spec),
+    ]
+
+
+def models_volumes(spec: Manifest) -> list[Manifest]:
+    """The `spec.models` claim as the pod's `models` volume; none without `spec.models`."""
+    models = spec.get("models")
+    if not models:
+        return []
+    claim = {"claimName": models["claimName"], "readOnly": models["readOnly"]}
+    return [{"name": MODELS_VOLUME, "persistentVolumeClaim": claim}]
+
+
+def models_mounts(spec: Manifest) -> list[Manifest]:
+    """The `models` volume at `spec.models.mountPath`; none without `spec.models`."""
+    models = spec.get("models")
+    if not models:
+        return []
+    return [
+        {"name": MODELS_VOLUME, "mountPath": models["mountPath"], "readOnly": models["readOnly"]}
+    ]
 
 
 def deployment(

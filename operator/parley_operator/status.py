@@ -1,15 +1,60 @@
 """VoiceDeployment status from what was planned and what the children report. Pure.
 
 Conditions keep their `lastTransitionTime` while their status does not change, so writing the
-same status twice is a no-op (and a no-op patch is skipped by the caller).
+same status twice is a no-op (and a no-op patch is skipped by the caller). The status is written
+as a merge patch: fields other writers own (sessions, backpressure, soak) are left alone, and
+conditions of types this module does not compute (SoakPassing) are carried over.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from parley_operator.conditions import ConditionType, Reason
-from parley_operator.vram import VramPlan
+from parley_operator.vram import COMPONENTS, VramPlan
+
+OWN_CONDITIONS = (
+    ConditionType.READY,
+    ConditionType.PROGRESSING,
+    ConditionType.DEGRADED,
+    ConditionType.VRAM_BUDGET,
+)
+
+
+def rollout_view(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The part of a Deployment the status is computed from (what the operator keeps in memory
+    for every child: a few numbers instead of the whole object)."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    return {
+        "metadata": {"generation": (deployment.get("metadata") or {}).get("generation", 0)},
+        "spec": {"replicas": spec.get("replicas", 0)},
+        "status": {
+            key: status[key]
+            for key in ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas")
+            if key in status
+        },
+    }
+
+
+def freshest(
+    watched: dict[str, dict[str, Any]], applied: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per component, the newer of two views of its Deployment: as last seen by the watch, or
+    as returned by this reconcile's apply. The watch wins unless it has not seen the object or
+    its generation yet: it may be behind the apply for a moment, but a watch event is then on
+    its way and recomputes the status, whereas an applied view taken as the last word could
+    overwrite a newer status that no later event would correct."""
+    views = dict(watched)
+    for component, view in applied.items():
+        seen = watched.get(component)
+        if seen is None or _generation(seen) < _generation(view):
+            views[component] = view
+    return views
+
+
+def _generation(view: dict[str, Any]) -> int:
+    return int((view.get("metadata") or {}).get("generation", 0) or 0)
 
 
 def component_replicas(deployment: dict[str, Any] | None) -> dict[str, int]:
@@ -56,18 +101,21 @@ def condition(
 def build_status(
     generation: int,
     plan: VramPlan,
-    children: dict[str, dict[str, Any] | None],
+    wanted: tuple[str, ...],
+    children: dict[str, dict[str, Any]],
     previous: dict[str, Any],
     now: str,
     failure: str | None = None,
 ) -> dict[str, Any]:
-    """`children`: component → its Deployment as read from the API (None: not created, or not
-    wanted, e.g. an external LLM). `failure`: a reconcile error to report as Degraded."""
+    """`wanted`: the components the spec asks for (no `llm` with an external endpoint).
+    `children`: component → its Deployment (or its `rollout_view`), absent while not created.
+    `failure`: a reconcile error to report as Degraded."""
     old = previous.get("conditions", [])
-    replicas = {name: component_replicas(d) for name, d in children.items()}
-    wanted = {name: d for name, d in children.items() if d is not None}
-    missing = sorted(n for n, r in replicas.items() if n in wanted and r["ready"] < r["desired"])
-    rolling = sorted(n for n, d in wanted.items() if _rolling(d))
+    replicas = {name: component_replicas(children.get(name)) for name in wanted}
+    missing = sorted(
+        n for n in wanted if n not in children or replicas[n]["ready"] < replicas[n]["desired"]
+    )
+    rolling = sorted(n for n in wanted if n in children and _rolling(children[n]))
     all_ready = plan.fits and not missing and failure is None
     conditions = [
         condition(
@@ -113,15 +161,47 @@ def build_status(
             now,
         ),
     ]
+    conditions += [c for c in old if c.get("type") not in OWN_CONDITIONS]
     runtime = replicas.get("runtime", {"desired": 0, "ready": 0})
-    status: dict[str, Any] = {
+    return {
         "observedGeneration": generation,
         "conditions": conditions,
-        **replicas,
+        **{name: replicas.get(name, {"desired": 0, "ready": 0}) for name in COMPONENTS},
         "runtimeReplicas": f"{runtime['ready']}/{runtime['desired']}",
         "vramPlan": [g.as_status() for g in plan.gpus],
     }
-    for kept in ("sessions", "backpressure", "soak"):
-        if kept in previous:
-            status[kept] = previous[kept]
-    return status
+
+
+def differs(previous: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Whether writing `status` (a merge patch) would change `previous`."""
+    return any(previous.get(key) != value for key, value in status.items())
+
+
+def find_condition(status: dict[str, Any], kind: ConditionType) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c.get("type") == kind), {})
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A Kubernetes Event worth posting: `type` is Normal or Warning."""
+
+    type: str
+    reason: str
+    message: str
+
+
+def notable_transitions(before: dict[str, Any], after: dict[str, Any]) -> list[Notice]:
+    """Events for the transitions from the status `before` to `after`: the VRAM budget refused,
+    every rollout done. Each transition is reported once, when it happens."""
+    notices = []
+    budget = find_condition(after, ConditionType.VRAM_BUDGET)
+    if budget.get("status") == "False" and (
+        find_condition(before, ConditionType.VRAM_BUDGET).get("status") != "False"
+    ):
+        notices.append(Notice("Warning", "VRAMBudgetRefused", budget.get("message", "")))
+    if (
+        find_condition(before, ConditionType.PROGRESSING).get("status") == "True"
+        and find_condition(after, ConditionType.PROGRESSING).get("status") == "False"
+    ):
+        notices.append(Notice("Normal", "RolloutComplete", "all components rolled out"))
+    return notices

@@ -9,6 +9,7 @@ refuse most over-budget specs; the planner is what catches what only reconcile t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,27 @@ class VramPlan:
     working_cap_gib: float | None
     components: dict[str, ComponentCap]
     gpus: tuple[GPUAssignment, ...]
+
+
+#: GPU Feature Discovery's node label: the memory of each of the node's GPUs, in MiB.
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+
+
+def selected_gpu_memory_gib(
+    node_labels: Iterable[Mapping[str, str]], node_selector: Mapping[str, str]
+) -> float | None:
+    """The smallest GPU memory among the nodes `node_selector` picks, from their labels; None
+    without a selector (the pods may land on any GPU node, so none is held against the spec)
+    or when no selected node reports its GPU memory."""
+    if not node_selector:
+        return None
+    memories = [
+        int(labels[GPU_MEMORY_LABEL]) / 1024
+        for labels in node_labels
+        if labels.get(GPU_MEMORY_LABEL, "").isdigit()
+        and all(labels.get(key) == value for key, value in node_selector.items())
+    ]
+    return min(memories) if memories else None
 
 
 def _num(value: float) -> str:

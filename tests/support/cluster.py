@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.pki import PKI
+from tests.support.pki import PKI, SERVICE_CIDR
 from tests.support.runtime_host import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = REPO / "tests" / "k8s" / "versions.mk"
 CACHE = Path(os.environ.get("PARLEY_CACHE", Path.home() / ".cache" / "parley"))
-SERVICE_CIDR = "10.0.0.0/24"
 
 #: GPU nodes as GPU Feature Discovery would label them: (name, product, memory MiB, gpus).
 GPU_NODES = [
@@ -149,6 +148,10 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--secure-port=0",
             "--v=1",
+            # Client rate limits well above the defaults (20-50 QPS): one machine plays a whole
+            # cluster here, and `parley bench operator` creates a thousand pods at once.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ]
         self._spawn(
             "kube-controller-manager",
@@ -161,6 +164,11 @@ class ControlPlane:
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--controllers=*",
+                "--concurrent-deployment-syncs=20",
+                "--concurrent-replicaset-syncs=20",
+                # kwok renews node leases from the same few cores as everything else; under
+                # bench load a renewal can be late, which must not take the nodes NotReady.
+                "--node-monitor-grace-period=3m",
             ],
         )
         self._spawn("kube-scheduler", common)

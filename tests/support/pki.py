@@ -13,6 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+#: Room for 65k Services (`parley bench operator` makes about a thousand).
+SERVICE_CIDR = "10.96.0.0/16"
+
 _DAY = datetime.timedelta(days=1)
 
 
@@ -131,7 +134,7 @@ class PKI:
                 x509.DNSName("kubernetes.default"),
                 x509.DNSName("kubernetes.default.svc"),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                x509.IPAddress(next(ipaddress.ip_network(SERVICE_CIDR).hosts())),  # `kubernetes`
             ],
             [server_auth],
             self.serving_cert,
