@@ -35,7 +35,7 @@ from parley_operator.kube import Kube
 from parley_operator.publish import StatusPublisher
 from parley_operator.reconcile import COMPONENT_LABEL, apply_children, compute_status, plan_for
 from parley_operator.render import MANAGED_BY, VD_LABEL
-from parley_operator.status import Notice, freshest, rollout_view
+from parley_operator.status import Notice, freshest, reconcile_failure, rollout_view
 from parley_operator.vram import GPU_MEMORY_LABEL
 
 WORKERS = int(os.environ.get("PARLEY_OPERATOR_WORKERS", "16"))
@@ -201,7 +201,11 @@ async def child_changed(
     await publisher().publish(
         vd,
         lambda previous: compute_status(
-            vd, plan, _children(children_by_owner, namespace, owner), previous
+            vd,
+            plan,
+            _children(children_by_owner, namespace, owner),
+            previous,
+            reconcile_failure(previous),
         ),
     )
 

@@ -172,6 +172,15 @@ def build_status(
     }
 
 
+def reconcile_failure(previous: dict[str, Any]) -> str | None:
+    """The failure the last reconcile reported, if any: a status refresh between reconciles
+    (a child event) keeps it, only a reconcile that succeeds clears it."""
+    degraded = find_condition(previous, ConditionType.DEGRADED)
+    if degraded.get("status") == "True" and degraded.get("reason") == Reason.RECONCILE_FAILED:
+        return str(degraded.get("message", ""))
+    return None
+
+
 def differs(previous: dict[str, Any], status: dict[str, Any]) -> bool:
     """Whether writing `status` (a merge patch) would change `previous`."""
     return any(previous.get(key) != value for key, value in status.items())
