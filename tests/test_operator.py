@@ -144,8 +144,45 @@ def test_changing_the_llm_model_rolls_vllm(cluster: ControlPlane, operator: Kopf
         args = after["spec"]["template"]["spec"]["containers"][0]["args"]
         return after if "Qwen/Qwen2.5-14B-Instruct" in args else None
 
+    completed_before = rollouts_completed(cluster, "support-agent")
     after = eventually(rolled, "the vLLM Deployment rolled")
     assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    vd = eventually(
+        lambda: (
+            (v := ready(cluster, "support-agent"))
+            and condition(v, "Progressing")["status"] == "False"
+            and v
+        ),
+        "support-agent rolled out and Ready",
+    )
+    assert vd["status"]["observedGeneration"] == vd["metadata"]["generation"]
+    eventually(
+        lambda: rollouts_completed(cluster, "support-agent") > completed_before,
+        "a RolloutComplete event",
+    )
+    time.sleep(2)  # room for a duplicate to arrive: there must be none
+    assert rollouts_completed(cluster, "support-agent") == completed_before + 1
+
+
+def rollouts_completed(plane: ControlPlane, name: str) -> int:
+    events = json.loads(plane.kubectl("get", "events", "-n", NS, "-o", "json"))["items"]
+    return sum(
+        e.get("count", 1)
+        for e in events
+        if e["involvedObject"]["name"] == name and e["reason"] == "RolloutComplete"
+    )
+
+
+def test_a_child_deleted_by_hand_is_put_back(cluster: ControlPlane, operator: KopfRunner) -> None:
+    eventually(lambda: ready(cluster, "cpu-agent"), "cpu-agent Ready")
+    uid = get(cluster, "deployment", "cpu-agent-tts")["metadata"]["uid"]
+    cluster.kubectl("delete", "deployment", "cpu-agent-tts", "-n", NS, "--wait=true")
+    eventually(
+        lambda: (d := get(cluster, "deployment", "cpu-agent-tts")) and d["metadata"]["uid"] != uid,
+        "cpu-agent-tts applied again",
+    )
+    vd = eventually(lambda: ready(cluster, "cpu-agent"), "cpu-agent Ready again")
+    assert vd["status"]["tts"] == {"desired": 1, "ready": 1}
 
 
 def test_reconcile_time_budget_problem_sets_the_condition_and_an_event(
