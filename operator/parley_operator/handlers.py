@@ -36,7 +36,7 @@ from parley_operator.publish import StatusPublisher
 from parley_operator.reconcile import COMPONENT_LABEL, apply_children, compute_status, plan_for
 from parley_operator.render import MANAGED_BY, VD_LABEL
 from parley_operator.status import Notice, freshest, reconcile_failure, rollout_view
-from parley_operator.vram import GPU_MEMORY_LABEL
+from parley_operator.vram import GPU_MEMORY_LABEL, VramPlan
 
 WORKERS = int(os.environ.get("PARLEY_OPERATOR_WORKERS", "16"))
 #: Seconds before an apply the apiserver refused is tried again.
@@ -46,11 +46,17 @@ log = logging.getLogger(__name__)
 
 @cache
 def kube() -> Kube:
+    """The adapter, built on first use in a worker thread (building it reads the API's
+    discovery documents, which must not block the event loop)."""
     return Kube(connections=WORKERS)
 
 
 async def _patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    await asyncio.to_thread(kube().patch_status, namespace, name, status)
+    await asyncio.to_thread(lambda: kube().patch_status(namespace, name, status))
+
+
+async def _apply(vd: dict[str, Any], plan: VramPlan, *, prune: bool) -> dict[str, Any]:
+    return await asyncio.to_thread(lambda: apply_children(kube(), vd, plan, prune=prune))
 
 
 def _post(vd: dict[str, Any], notice: Notice) -> None:
@@ -157,9 +163,7 @@ async def reconcile(
     failure, retry = None, False
     if plan.fits:
         try:
-            applied = await asyncio.to_thread(
-                apply_children, kube(), vd, plan, prune=reason != kopf.Reason.CREATE
-            )
+            applied = await _apply(vd, plan, prune=reason != kopf.Reason.CREATE)
         except ValueError as exc:
             failure = str(exc)
         except ApiException as exc:
@@ -197,7 +201,7 @@ async def child_changed(
     plan = plan_for(vd["spec"], _nodes(gpu_nodes))
     if event["type"] == "DELETED" and plan.fits:
         log.info("%s/%s lost a child Deployment; applying it again", namespace, owner)
-        await asyncio.to_thread(apply_children, kube(), vd, plan, prune=False)
+        await _apply(vd, plan, prune=False)
     await publisher().publish(
         vd,
         lambda previous: compute_status(
