@@ -33,11 +33,13 @@ from kubernetes.client.rest import ApiException
 from parley_operator.api import GROUP, KIND, PLURAL, VERSION
 from parley_operator.kube import Kube
 from parley_operator.publish import StatusPublisher
-from parley_operator.reconcile import COMPONENT_LABEL, apply_children, compute_status, plan_for
-from parley_operator.render import MANAGED_BY, VD_LABEL
+from parley_operator.reconcile import apply_children, compute_status, plan_for
+from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL
 from parley_operator.status import Notice, freshest, reconcile_failure, rollout_view
 from parley_operator.vram import GPU_MEMORY_LABEL, VramPlan
 
+#: The labels that mark the operator's children.
+OWNED = {MANAGED_BY_LABEL: MANAGED_BY}
 WORKERS = int(os.environ.get("PARLEY_OPERATOR_WORKERS", "16"))
 #: Seconds before an apply the apiserver refused is tried again.
 RETRY_DELAY_S = 30
@@ -109,7 +111,7 @@ def voice_deployments(body: kopf.Body, namespace: str, name: str, **_: Any) -> d
 
 
 @kopf.index(  # type: ignore[arg-type]
-    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+    "apps", "v1", "deployments", labels=OWNED
 )
 def children_by_owner(
     body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
@@ -183,7 +185,7 @@ async def reconcile(
 
 
 @kopf.on.event(  # type: ignore[arg-type]
-    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+    "apps", "v1", "deployments", labels=OWNED
 )
 async def child_changed(
     event: kopf.RawEvent,

@@ -12,11 +12,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from parley_operator.kube import Kube
-from parley_operator.render import COMPONENTS, MANAGED_BY, VD_LABEL, llm_is_managed, render
+from parley_operator.render import (
+    COMPONENT_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    VD_LABEL,
+    llm_is_managed,
+    render,
+)
 from parley_operator.status import build_status, rollout_view
-from parley_operator.vram import VramPlan, plan_vram, selected_gpu_memory_gib
-
-COMPONENT_LABEL = "app.kubernetes.io/component"
+from parley_operator.vram import COMPONENTS, VramPlan, plan_vram, selected_gpu_memory_gib
 
 
 def _now() -> str:
@@ -49,7 +54,7 @@ def apply_children(
             applied[manifest["metadata"]["labels"][COMPONENT_LABEL]] = rollout_view(stored)
     if prune:
         namespace = vd["metadata"]["namespace"]
-        selector = f"{VD_LABEL}={vd['metadata']['name']},app.kubernetes.io/managed-by={MANAGED_BY}"
+        selector = f"{VD_LABEL}={vd['metadata']['name']},{MANAGED_BY_LABEL}={MANAGED_BY}"
         wanted = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in desired}
         for api_version, kind, name in kube.children(namespace, selector):
             if (api_version, kind, name) not in wanted:

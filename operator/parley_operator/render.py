@@ -48,12 +48,13 @@ import re
 from typing import Any
 
 from parley_operator.api import GROUP, KIND, MAX_NAME_LENGTH, NAME_PATTERN, VERSION
-from parley_operator.vram import ComponentCap, VramPlan
+from parley_operator.vram import COMPONENTS, ComponentCap, VramPlan
 
 Manifest = dict[str, Any]
 
-COMPONENTS = ("runtime", "llm", "tts")
 MANAGED_BY = "parley-operator"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+COMPONENT_LABEL = "app.kubernetes.io/component"
 VD_LABEL = f"{GROUP}/voicedeployment"
 RUNTIME_PORT = 8080
 SERVER_PORT = 8000  # TTS and vLLM
@@ -92,8 +93,8 @@ def selector_labels(vd: Manifest, component: str) -> dict[str, str]:
 def labels(vd: Manifest, component: str) -> dict[str, str]:
     return {
         **selector_labels(vd, component),
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        COMPONENT_LABEL: component,
+        MANAGED_BY_LABEL: MANAGED_BY,
         VD_LABEL: vd["metadata"]["name"],
     }
 
@@ -421,7 +422,7 @@ def gpu_scheduling(vd: Manifest, plan: VramPlan) -> Manifest:
                             "matchLabels": {VD_LABEL: vd["metadata"]["name"]},
                             "matchExpressions": [
                                 {
-                                    "key": "app.kubernetes.io/component",
+                                    "key": COMPONENT_LABEL,
                                     "operator": "In",
                                     "values": sorted(plan.components),
                                 }
