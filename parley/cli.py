@@ -26,6 +26,9 @@ def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
         "asr_device",
         "max_sessions",
         "system_prompt",
+        "drain_timeout_s",
+        "turn_deadline_ms",
+        "ttfa_slo_ms",
     )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -42,6 +45,13 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, port_default: int | None
     parser.add_argument("--asr-device", choices=["cpu", "cuda"])
     parser.add_argument("--max-sessions", type=int, help="session cap (503 beyond it)")
     parser.add_argument("--system-prompt", help="the agent's system prompt")
+    parser.add_argument(
+        "--drain-timeout-s", type=float, help="SIGTERM: grace for live sessions (600)"
+    )
+    parser.add_argument(
+        "--turn-deadline-ms", type=int, help="reset a turn with no first audio by then"
+    )
+    parser.add_argument("--ttfa-slo-ms", type=float, help="TTFA p95 objective for backpressure")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True)
     serve = runtime_commands.add_parser("serve", help="serve the runtime HTTP API")
     _add_runtime_flags(serve, None)
+    drain = runtime_commands.add_parser(
+        "drain", help="stop a runtime admitting sessions (its preStop hook)"
+    )
+    drain.add_argument("--url", default="http://127.0.0.1:8080", help="the runtime")
+    drain.add_argument("--wait", action="store_true", help="until its last session has ended")
+    drain.add_argument("--timeout-s", type=float, default=600, help="give up waiting after")
+
+    scos = commands.add_parser("scos", help="the SCOS summary schema (parley.scos/v1)")
+    scos_commands = scos.add_subparsers(dest="scos_command", required=True)
+    scos_commands.add_parser("schema", help="print its JSON Schema")
 
     tts = commands.add_parser("tts", help="the speech (TTS) server")
     tts_commands = tts.add_subparsers(dest="tts_command", required=True)
@@ -99,7 +119,66 @@ def build_parser() -> argparse.ArgumentParser:
     op_bench.add_argument("--sequential", type=int, default=50, help="timed one by one")
     op_bench.add_argument("--total", type=int, default=500, help="VoiceDeployments in all")
     op_bench.add_argument("--out", default="bench/results/operator.json", help="JSON output file")
+    _add_capacity_bench(bench_commands)
+    _add_soak(commands)
     return parser
+
+
+def _add_soak(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from parley_bench.durations import parse_duration
+
+    soak = commands.add_parser(
+        "soak", help="load/soak: concurrent WebRTC sessions against a runtime, with a verdict"
+    )
+    soak.add_argument("--target", required=True, help="the runtime, e.g. http://voice:8080")
+    soak.add_argument("--sessions", type=int, default=4, help="concurrent sessions")
+    soak.add_argument("--duration", type=parse_duration, default="10m", help="90s, 10m, 2h")
+    soak.add_argument(
+        "--duty-cycle", type=float, default=0.3, help="share of each session's time spent talking"
+    )
+    soak.add_argument(
+        "--barge-in-share", type=float, default=0.2, help="share of turns that interrupt"
+    )
+    soak.add_argument("--seed", type=int, default=0, help="picks the questions and timings")
+    soak.add_argument("--cycle", type=parse_duration, default="60s", help="active + idle period")
+    soak.add_argument(
+        "--ramp", type=parse_duration, default=None, help="stagger starts (min(cycle, 1/5 run))"
+    )
+    soak.add_argument("--max-ttfa-p95-ms", type=float, default=250.0, help="criterion")
+    soak.add_argument("--max-barge-in-p95-ms", type=float, default=150.0, help="criterion")
+    soak.add_argument("--max-error-rate", type=float, default=0.01, help="criterion")
+    soak.add_argument("--scrape-interval", type=parse_duration, default="5s", help="/v1/scos")
+    soak.add_argument("--progress-interval", type=parse_duration, default="5s", help="stderr")
+    soak.add_argument(
+        "--result-file", help="also write the JSON summary here, e.g. /dev/termination-log"
+    )
+
+
+def _add_capacity_bench(
+    bench_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    from parley_bench.durations import parse_duration
+
+    capacity = bench_commands.add_parser(
+        "capacity", help="media and conversational capacity of one runtime process"
+    )
+    capacity.add_argument("--steps", default="10,25,50,75,100", help="media sessions per step")
+    capacity.add_argument("--hold", type=parse_duration, default="25s", help="per media step")
+    capacity.add_argument(
+        "--conversation-steps", default="1,2,4,8", help="sessions at the duty cycle ('' skips)"
+    )
+    capacity.add_argument(
+        "--conversation-duration", type=parse_duration, default="2m", help="per step"
+    )
+    capacity.add_argument("--duty-cycle", type=float, default=0.3)
+    capacity.add_argument(
+        "--ttfa-slo-ms", type=float, default=None, help="default: the runtime's for CPU"
+    )
+    capacity.add_argument("--out", default="bench/results/capacity.json", help="JSON output file")
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from parley.demo import run_demo
 
         return run_demo(host=args.host, port=args.port, llm_port=args.llm_port)
+    if args.command == "runtime" and args.runtime_command == "drain":
+        from parley.drain import drain_runtime
+
+        return drain_runtime(args.url, args.wait, args.timeout_s)
+    if args.command == "scos":
+        import json
+
+        from parley.scos import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     if args.command == "runtime":
         from parley.serve import serve_runtime
 
@@ -136,6 +226,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_streams",
         )
         return serve_tts({n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    if args.command == "soak":
+        from parley_bench.soak import Criteria, SoakConfig, run_soak
+
+        config = SoakConfig(
+            target=args.target,
+            sessions=args.sessions,
+            duration_s=args.duration,
+            duty_cycle=args.duty_cycle,
+            barge_in_share=args.barge_in_share,
+            seed=args.seed,
+            cycle_s=args.cycle,
+            ramp_s=args.ramp,
+            scrape_interval_s=args.scrape_interval,
+            progress_interval_s=args.progress_interval,
+            criteria=Criteria(args.max_ttfa_p95_ms, args.max_barge_in_p95_ms, args.max_error_rate),
+        )
+        return run_soak(config, args.result_file)
+    if args.command == "bench" and args.bench_command == "capacity":
+        from parley_bench.capacity import CapacityOptions, run_capacity_bench
+
+        return run_capacity_bench(
+            CapacityOptions(
+                media_steps=_counts(args.steps),
+                hold_s=args.hold,
+                conversation_steps=_counts(args.conversation_steps),
+                conversation_s=args.conversation_duration,
+                duty_cycle=args.duty_cycle,
+                ttfa_slo_ms=args.ttfa_slo_ms,
+                out=args.out,
+            )
+        )
     if args.command == "bench" and args.bench_command == "operator":
         from parley_bench.operator_load import run_operator_bench
 

@@ -117,6 +117,7 @@ def run_demo(host: str = "127.0.0.1", port: int | None = None, llm_port: int = 8
                 "ice_host_addresses": ["127.0.0.1"] if host in ("127.0.0.1", "localhost") else [],
             },
             on_ready=lambda: say(f"ready. Ctrl-C stops everything.\nopen http://{host}:{port}"),
+            drain_on_sigterm=False,
         )
     except (ModelNotFoundError, RuntimeError) as exc:
         say(f"error: {exc}")

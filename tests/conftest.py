@@ -35,7 +35,18 @@ def llm_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def runtime_host() -> Iterator[RuntimeHost]:
-    host = RuntimeHost(RuntimeSettings(ice_host_addresses=["127.0.0.1"]))
+    # The suite runs runtimes, peers, llama.cpp and Chromium on the same two cores, so its
+    # frames are late and its turns slow for reasons no production pod has: the measured
+    # backpressure triggers and the turn deadline get room here, and the tests of those
+    # behaviours (test_backpressure, test_signals) set their own.
+    host = RuntimeHost(
+        RuntimeSettings(
+            ice_host_addresses=["127.0.0.1"],
+            turn_deadline_ms=10_000,
+            backpressure_loop_lag_ms=[1000, 1500, 2000, 3000],
+            backpressure_late_frames=[0.5, 0.6, 0.7, 0.8],
+        )
+    )
     yield host
     host.close()
 

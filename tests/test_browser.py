@@ -1,6 +1,7 @@
 """The web client in real headless Chromium: Chromium's fake microphone plays a question
 synthesized with Piper, the page talks to a runtime over WebRTC, and the agent's answer, the
-conversation state and the turn's latencies must show up on the page."""
+conversation state, the turn's latencies and the face's moving mouth must show up on the
+page."""
 
 from __future__ import annotations
 
@@ -38,6 +39,44 @@ document.addEventListener("DOMContentLoaded", () => {
     .observe(el, { childList: true, characterData: true, subtree: true });
 });
 """
+
+# The face: every state change and every jawOpen the mouth shows, with the page's time.
+RECORD_FACE = """
+window.__face = { states: [], jaw: [] };
+document.addEventListener("DOMContentLoaded", () => {
+  const state = document.getElementById("state");
+  const mouth = document.getElementById("mouth");
+  const now = () => performance.now();
+  new MutationObserver(() => window.__face.states.push([now(), state.textContent]))
+    .observe(state, { childList: true, characterData: true, subtree: true });
+  new MutationObserver(() => window.__face.jaw.push([now(), Number(mouth.dataset.jawOpen)]))
+    .observe(mouth, { attributes: true, attributeFilter: ["data-jaw-open"] });
+});
+"""
+
+# How long after the answer ends (the state leaves `speaking`) the mouth must be at rest: the
+# audio's jitter buffer, the server's hold (100 ms) and ease (150 ms), the page's easing.
+FACE_REST_MS = 800
+
+# The first stretch of `speaking` and what the mouth did before it (up to a margin: the first
+# pose and the `speaking` state leave the server together), during it, and after it (the
+# lowest jawOpen within FACE_REST_MS of its end); null until that window has passed.
+FACE_DURING_ANSWER = """() => {
+  const { states, jaw } = window.__face;
+  const start = states.findIndex(([, s]) => s === "speaking");
+  if (start < 0) return null;
+  const end = states.slice(start).find(([, s]) => s !== "speaking");
+  if (!end || performance.now() < end[0] + REST_MS) return null;
+  const from = states[start][0], to = end[0];
+  const at = (time) => jaw.filter(([t]) => t <= time).map(([, v]) => v).pop() ?? 0;
+  const values = (lo, hi) => jaw.filter(([t]) => t > lo && t <= hi).map(([, v]) => v);
+  return {
+    before: Math.max(0, ...values(-Infinity, from - 250)),
+    during: Math.max(0, ...values(from, to)),
+    after: Math.min(at(to), ...values(to, to + REST_MS)),
+    samples: jaw.length,
+  };
+}""".replace("REST_MS", str(FACE_REST_MS))
 
 AGENT_SPOKE = """() => [...document.querySelectorAll("#transcript .agent .text")]
   .some((el) => el.textContent.trim().length > 0)"""
@@ -103,6 +142,7 @@ async def test_web_client_converses(
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
                 await page.add_init_script(RECORD_STATES)
+                await page.add_init_script(RECORD_FACE)
                 await page.goto(f"{app.url}/")
                 assert await page.text_content("#talk") == "Talk"
 
@@ -132,6 +172,19 @@ async def test_web_client_converses(
                 assert ttfa is not None and int(ttfa) > 0, log
                 playing = "() => document.getElementById('remote').srcObject?.getAudioTracks()"
                 assert await page.evaluate(f"{playing}.length"), "no remote audio track"
+
+                # The face: still while the user speaks, moving while the agent answers, and
+                # back at rest once the answer has been played.
+                try:
+                    face = await (
+                        await page.wait_for_function(FACE_DURING_ANSWER, timeout=60_000)
+                    ).json_value()
+                except playwright_api.TimeoutError:
+                    recorded = await page.evaluate("window.__face")
+                    raise AssertionError(f"the answer never ended: {recorded['states']}") from None
+                assert face["before"] < 0.01, f"the mouth moved before the agent spoke: {face}"
+                assert face["during"] > 0.1, f"the mouth did not move with the answer: {face}"
+                assert face["after"] < 0.01, f"the mouth did not come to rest: {face}"
 
                 # Hang up: the page deletes its session and shows the call as ended.
                 await page.click("#talk")

@@ -561,7 +561,7 @@ def test_the_runtime_pdb_allows_one_pod_down_at_a_time() -> None:
     pdb = find(rendered("gpu-exclusive.yaml"), "PodDisruptionBudget", "support-agent-runtime")
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
-    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "IfHealthyBudget"
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -22,7 +22,10 @@ Choices worth knowing:
   derived from `replicas.min`. It stays right while the autoscaler moves the replica count, lets
   a node drain evict a single-replica deployment instead of blocking it forever (minAvailable 1
   with one replica would), and limits voluntary disruption to one pod, i.e. one pod's sessions,
-  at a time. Unhealthy pods carry no sessions, so they may always be evicted.
+  at a time. Unhealthy pods are evicted only while the budget allows (`IfHealthyBudget`): a
+  runtime pod is unready only while loading or draining, and a draining pod still carries live
+  conversations, so "unhealthy" must not mean "free to evict". (A full pod stays ready and
+  refuses new sessions itself.)
 - Rollouts: CPU-only and exclusive-GPU workloads roll with a surge of one and nothing
   unavailable (capacity is kept; an exclusive surge pod gets its own GPU). GPU workloads in
   `shared` placement use `Recreate`: a second copy on the shared GPU would break its budget.
@@ -203,7 +206,7 @@ def runtime_pdb(vd: Manifest) -> Manifest:
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": selector_labels(vd, "runtime")},
-            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            "unhealthyPodEvictionPolicy": "IfHealthyBudget",
         },
     }
 

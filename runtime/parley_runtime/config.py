@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Parley, a friendly voice assistant. Always answer in English, in one or two "
     "short spoken sentences. Do not use lists, markdown or emoji."
 )
+
+
+#: GPU serving meets DESIGN.md's budgets (TTFA p95 250 ms, first audio within 500 ms). The
+#: embedded CPU stack cannot: a turn the speculative path missed takes the whole pipeline
+#: after the commit (~0.9 s unloaded, twice that for a cold first turn on 2 busy cores).
+#: Unless set, these follow `asr_device`.
+_BY_DEVICE: dict[str, dict[str, float]] = {
+    "cuda": {"ttfa_slo_ms": 250, "turn_deadline_ms": 500},
+    "cpu": {"ttfa_slo_ms": 500, "turn_deadline_ms": 3000},
+}
+BRIEF_INSTRUCTION = "The service is busy: answer in one short sentence."
 
 
 class RuntimeSettings(BaseSettings):
@@ -35,6 +46,9 @@ class RuntimeSettings(BaseSettings):
     )
 
     max_sessions: int = Field(8, ge=1, description="Session cap; beyond it POST answers 503.")
+    drain_timeout_s: float = Field(
+        600.0, gt=0, description="SIGTERM: how long live sessions may go on before they are cut."
+    )
     retry_after_s: int = Field(5, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     connect_timeout_s: float = Field(
@@ -70,3 +84,55 @@ class RuntimeSettings(BaseSettings):
     speculate_after_ms: int = Field(160, ge=32, description="Silence that starts speculative work.")
     barge_in_confirm_ms: int = Field(200, ge=32, description="Speech that confirms a barge-in.")
     partial_interval_ms: int = Field(1200, ge=200, description="Min gap between partial ASR runs.")
+
+    ttfa_slo_ms: float = Field(
+        250,
+        gt=0,
+        description="TTFA p95 objective the backpressure compares against "
+        "(default by asr_device: 250 on cuda, 500 on cpu).",
+    )
+    turn_deadline_ms: int = Field(
+        500,
+        ge=50,
+        description="A committed turn with no first audio by then is reset "
+        "(default by asr_device: 500 on cuda, 3000 on cpu).",
+    )
+    signal_window_s: float = Field(60.0, gt=0, description="Window of the SCOS percentiles.")
+    backpressure_hold_s: float = Field(
+        10.0, ge=0, description="Calm time before backpressure steps down one level."
+    )
+    backpressure_load_steps: list[float | None] = Field(
+        default_factory=lambda: [0.5, 0.75, None, None],
+        min_length=4,
+        max_length=4,
+        description="Sessions/capacity that enter levels 1-4 (visuals off, brief, admission "
+        "limited, reject); null: capacity does not drive that level (the hard cap does).",
+    )
+    backpressure_loop_lag_ms: list[float] = Field(
+        default_factory=lambda: [50.0, 100.0, 150.0, 250.0],
+        min_length=4,
+        max_length=4,
+        description="Event-loop lag p95 that enters levels 1-4.",
+    )
+    backpressure_late_frames: list[float] = Field(
+        default_factory=lambda: [0.01, 0.02, 0.05, 0.1],
+        min_length=4,
+        max_length=4,
+        description="Share of outbound frames sent > 40 ms late that enters levels 1-4.",
+    )
+    admission_limited_fraction: float = Field(
+        0.5, gt=0, le=1, description="Share of capacity admitted at ADMISSION_LIMITED."
+    )
+    brief_max_tokens_factor: float = Field(
+        0.7, gt=0, le=1, description="max_tokens multiplier at level BRIEF and above."
+    )
+    visuals: bool = Field(True, description="Send `visemes` events (mouth shapes).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_by_device(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            device = str(data.get("asr_device", "cpu"))
+            for name, value in _BY_DEVICE.get(device, _BY_DEVICE["cpu"]).items():
+                data.setdefault(name, value)
+        return data

@@ -6,6 +6,8 @@ open, so the first `state` event is never lost to a race.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
@@ -57,6 +59,16 @@ class EventChannel:
                 log.debug("event dropped: %r", exc)
         else:
             self._backlog.append(message)
+
+    async def flushed(self, timeout_s: float = 0.5) -> None:
+        """Wait (briefly) until what was sent has left, e.g. the last `state` before a close."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open" or channel.bufferedAmount == 0:
+            return
+        low = asyncio.Event()
+        channel.once("bufferedamountlow", low.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(low.wait(), timeout_s)
 
     def _drain(self) -> None:
         while self._backlog and self._channel is not None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from parley.pcm import INPUT_RATE
+from parley.scos import BackpressureLevel
 from parley_runtime.agent import Services
 from parley_runtime.asr import SpeechRecognizer
 from parley_runtime.config import RuntimeSettings
@@ -53,7 +55,11 @@ async def load_models(settings: RuntimeSettings) -> Models:
     return Models(vad=vad, asr=asr, piper=piper)
 
 
-def build_services(settings: RuntimeSettings, models: Models) -> Services:
+def build_services(
+    settings: RuntimeSettings,
+    models: Models,
+    backpressure: Callable[[], BackpressureLevel] = lambda: BackpressureLevel.NORMAL,
+) -> Services:
     llm = ChatClient(
         settings.llm_url,
         settings.llm_model,
@@ -69,7 +75,7 @@ def build_services(settings: RuntimeSettings, models: Models) -> Services:
         tts = models.piper
     else:
         raise ValueError("no TTS: set tts_url or load Piper")
-    return Services(asr=models.asr, vad=models.vad, tts=tts, llm=llm)
+    return Services(asr=models.asr, vad=models.vad, tts=tts, llm=llm, backpressure=backpressure)
 
 
 async def close_clients(services: Services) -> None:

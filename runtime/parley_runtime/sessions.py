@@ -4,15 +4,23 @@ the client goes away.
 The manager answers offers, keeps the registry, and runs a reaper that closes sessions whose
 peer never connected, whose connection failed, or whose inbound audio stopped arriving.
 Closing a session cancels its tasks, stops its tracks and drops its model state.
+
+Admission: a new session needs a free slot under the cap the backpressure level allows
+(`admission_cap`), and the pod not draining. The manager keeps the pod's session counts
+(admitted, rejected by reason, cut) and frame counts for the signals, and drains: it stops
+admitting, waits for live sessions to end, and cuts (closes and counts) those still there
+when the grace period is over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +33,9 @@ from parley_runtime.agent import Conversation, Services
 from parley_runtime.audio import AgentAudioOutput
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.events import EVENTS_LABEL, EventChannel
+from parley_runtime.signals import PodCounts, RuntimeMetrics
 from parley_runtime.telemetry import ConversationObserver
+from parley_runtime.visuals import VisemeAnimator
 from parley_runtime.webrtc import peer_connection, set_audio_prefetch
 
 log = logging.getLogger(__name__)
@@ -36,7 +46,15 @@ class OfferError(ValueError):
 
 
 class CapacityError(RuntimeError):
-    """The pod is full or draining."""
+    """The pod is not admitting: `reason` is capacity, backpressure or draining."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: Client messages on the events channel larger than this are ignored unread.
+_MAX_CLIENT_MESSAGE = 4096
 
 
 @dataclass
@@ -59,6 +77,7 @@ class Session:
         observers: list[ConversationObserver],
         system_prompt: str | None,
         voice: str | None,
+        visuals_enabled: Callable[[], bool] = lambda: True,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.created_at = time.monotonic()
@@ -67,6 +86,8 @@ class Session:
         self._prefetch = settings.jitter_prefetch_frames
         self.output = AgentAudioOutput()
         self.events = EventChannel()
+        self.visuals = VisemeAnimator(self.events.send, visuals_enabled)
+        self.output.add_frame_listener(self.visuals.on_frame)
         self.conversation = Conversation(
             services, settings, self.output, self.events, observers, system_prompt, voice
         )
@@ -114,6 +135,7 @@ class Session:
         return None
 
     async def close(self) -> None:
+        """Close everything; the client gets `state: ended` first when it can."""
         if self.closed.is_set():
             return
         self.closed.set()
@@ -122,6 +144,7 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self.conversation.close()
+        await self.events.flushed()
         self.output.stop()
         await self.pc.close()
 
@@ -134,6 +157,18 @@ class Session:
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label == EVENTS_LABEL:
             self.events.attach(channel)
+            channel.on("message", self._on_client_message)
+
+    def _on_client_message(self, message: object) -> None:
+        """The client may report its own latencies (`client_metrics`); nothing else is read."""
+        if not isinstance(message, str) or len(message) > _MAX_CLIENT_MESSAGE:
+            return
+        try:
+            event = json.loads(message)
+        except json.JSONDecodeError:
+            return
+        if isinstance(event, dict) and event.get("type") == "client_metrics":
+            self.conversation.client_report(event)
 
     async def _on_connection_state(self) -> None:
         log.info("session %s: connection %s", self.id[:8], self.pc.connectionState)
@@ -160,36 +195,123 @@ class SessionManager:
         services: Services,
         settings: RuntimeSettings,
         observers: list[ConversationObserver],
-        on_reaped: Any = None,
+        metrics: RuntimeMetrics,
+        admission_cap: Callable[[int], int] = lambda capacity: capacity,
+        visuals_enabled: Callable[[], bool] = lambda: True,
     ) -> None:
         self._services = services
         self._settings = settings
         self._observers = observers
-        self._on_reaped = on_reaped
+        self._metrics = metrics
+        self._admission_cap = admission_cap
+        self._visuals_enabled = visuals_enabled
         self.sessions: dict[str, Session] = {}
         self.draining = False
+        self.admitted = 0
         self.rejected = 0
+        self.cut = 0
+        self._closed_frames = (0, 0)  # (sent, late) of sessions already closed
         self._reaper: asyncio.Task[None] | None = None
+        self._emptied = asyncio.Event()
+        metrics.sessions_capacity.set(self.capacity)
 
     @property
     def capacity(self) -> int:
         return self._settings.max_sessions
 
+    def admission_cap(self) -> int:
+        return 0 if self.draining else min(self.capacity, self._admission_cap(self.capacity))
+
     async def create(
         self, offer_sdp: str, system_prompt: str | None = None, voice: str | None = None
     ) -> tuple[Session, str]:
-        if self.draining or len(self.sessions) >= self.capacity:
-            self.rejected += 1
-            reason = "draining" if self.draining else f"at capacity ({self.capacity} sessions)"
-            raise CapacityError(reason)
-        session = Session(self._services, self._settings, self._observers, system_prompt, voice)
+        self._admit()
+        session = Session(
+            self._services,
+            self._settings,
+            self._observers,
+            system_prompt,
+            voice,
+            self._visuals_enabled,
+        )
         self.sessions[session.id] = session
+        self._emptied.clear()
         try:
             answer = await session.answer(offer_sdp)
         except BaseException:
             await self.remove(session.id)
             raise
+        self.admitted += 1
+        self._metrics.sessions_admitted.inc()
+        self._metrics.sessions_active.set(len(self.sessions))
         return session, answer
+
+    def _admit(self) -> None:
+        """Raise `CapacityError` unless a new session may start now."""
+        if self.draining:
+            reason, message = "draining", "the pod is draining"
+        elif len(self.sessions) >= self.capacity:
+            reason, message = "capacity", f"at capacity ({self.capacity} sessions)"
+        elif len(self.sessions) >= (cap := self.admission_cap()):
+            reason, message = "backpressure", f"under load: admitting {cap} sessions for now"
+        else:
+            return
+        self.rejected += 1
+        self._metrics.sessions_rejected.labels(reason).inc()
+        raise CapacityError(reason, message)
+
+    def counts(self) -> PodCounts:
+        sent, late = self._closed_frames
+        for session in self.sessions.values():
+            sent += session.output.frames_sent
+            late += session.output.late_frames
+        return PodCounts(
+            active=len(self.sessions),
+            capacity=self.capacity,
+            admitted_total=self.admitted,
+            rejected_total=self.rejected,
+            cut_total=self.cut,
+            frames_sent_total=sent,
+            frames_late_total=late,
+            draining=self.draining,
+            ready=not self.draining,
+        )
+
+    # -- drain ----------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop admitting; live sessions go on."""
+        if not self.draining:
+            log.warning("draining: admitting no new sessions; %d live", len(self.sessions))
+        self.draining = True
+        self._metrics.draining.set(1)
+
+    def undrain(self) -> None:
+        if self.draining:
+            log.warning("drain cancelled: admitting sessions again")
+        self.draining = False
+        self._metrics.draining.set(0)
+
+    async def wait_empty(self, timeout_s: float) -> bool:
+        """Wait until no session is left; False if `timeout_s` passed first."""
+        if not self.sessions:
+            return True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._emptied.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def cut_all(self, why: str) -> int:
+        """Close every live session (their clients are still there) and count them as cut."""
+        cut = list(self.sessions)
+        for session_id in cut:
+            log.warning("cutting session %s: %s", session_id[:8], why)
+            await self.remove(session_id)
+        self.cut += len(cut)
+        self._metrics.sessions_cut.inc(len(cut))
+        return len(cut)
 
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)
@@ -199,6 +321,11 @@ class SessionManager:
         if session is None:
             return False
         await session.close()
+        sent, late = self._closed_frames
+        self._closed_frames = (sent + session.output.frames_sent, late + session.output.late_frames)
+        self._metrics.sessions_active.set(len(self.sessions))
+        if not self.sessions:
+            self._emptied.set()
         return True
 
     def start_reaper(self, interval_s: float = 1.0) -> None:
@@ -213,8 +340,7 @@ class SessionManager:
                 if reason is not None:
                     log.info("reaping session %s: %s", session.id[:8], reason)
                     await self.remove(session.id)
-                    if self._on_reaped is not None:
-                        self._on_reaped(reason)
+                    self._metrics.sessions_reaped.labels(reason).inc()
 
     async def close(self) -> None:
         if self._reaper is not None:

@@ -1,11 +1,19 @@
 """Telemetry as observers: the conversation reports what happened, observers decide what to
-do with it (Prometheus here; the SCOS summary later). No metrics code in the audio path."""
+do with it (Prometheus metrics and the SCOS summary, both in `parley_runtime.signals`). No
+metrics code in the audio path."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+class TurnOutcome(StrEnum):
+    COMPLETED = "completed"  # the answer played out
+    INTERRUPTED = "interrupted"  # a confirmed barge-in cut the answer
+    SPECULATION_DISCARDED = "speculation_discarded"  # the user resumed before the commit
+    RESET_NO_AUDIO = "reset_no_audio"  # no first audio within the turn deadline
+    FAILED = "failed"  # the LLM or TTS failed
 
 
 @dataclass
@@ -20,19 +28,24 @@ class TurnMetrics:
     tts_first_chunk_ms: float | None = None
     endpoint_ms: int | None = None
     speculative: bool = False
+    steady: bool = False  # after the session's first 3 turns or 60 s (DESIGN.md)
 
     def as_event(self) -> dict[str, object]:
         return {"type": "metrics", **asdict(self)}
 
 
 class ConversationObserver:
-    """Base observer: override what you need."""
+    """Base observer: override what you need. `steady` tells warm-up apart (DESIGN.md)."""
 
     def on_turn(self, metrics: TurnMetrics) -> None:
-        pass
+        """A committed turn's first audio left the server."""
 
-    def on_barge_in(self, confirmed: bool) -> None:
-        pass
+    def on_turn_end(self, outcome: TurnOutcome, steady: bool) -> None:
+        """A committed turn ended (speculations discarded before commit: `on_speculation`)."""
+
+    def on_barge_in(self, confirmed: bool, latency_ms: float | None, steady: bool) -> None:
+        """`latency_ms`: voiced onset of the interruption → agent audio stopped, server side
+        (None when the agent was not audible)."""
 
     def on_speculation(self, used: bool) -> None:
         pass
@@ -40,59 +53,7 @@ class ConversationObserver:
     def on_error(self, code: str) -> None:
         pass
 
-
-_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0)
-
-
-class PrometheusObserver(ConversationObserver):
-    def __init__(self, registry: CollectorRegistry) -> None:
-        def hist(name: str, doc: str) -> Histogram:
-            return Histogram(name, doc, registry=registry, buckets=_LATENCY_BUCKETS)
-
-        self.ttfa = hist("parley_ttfa_seconds", "End of turn to first agent audio frame sent.")
-        self.asr = hist("parley_asr_final_seconds", "Final ASR transcription time.")
-        self.llm = hist("parley_llm_first_sentence_seconds", "LLM request to first sentence.")
-        self.tts = hist("parley_tts_first_chunk_seconds", "TTS request to first audio chunk.")
-        self.barge_ins = Counter(
-            "parley_barge_ins", "Barge-in candidates by outcome.", ["outcome"], registry=registry
-        )
-        self.speculations = Counter(
-            "parley_speculations", "Speculative replies by outcome.", ["outcome"], registry=registry
-        )
-        self.errors = Counter(
-            "parley_turn_errors", "Turns that hit an error, by code.", ["code"], registry=registry
-        )
-        self.sessions_active = Gauge(
-            "parley_sessions_active", "Sessions currently open.", registry=registry
-        )
-        self.sessions_capacity = Gauge(
-            "parley_sessions_capacity", "Session cap of this pod.", registry=registry
-        )
-        self.sessions_rejected = Counter(
-            "parley_sessions_rejected", "Session offers refused (cap or drain).", registry=registry
-        )
-        self.sessions_reaped = Counter(
-            "parley_sessions_reaped",
-            "Sessions closed by the reaper.",
-            ["reason"],
-            registry=registry,
-        )
-
-    def on_turn(self, metrics: TurnMetrics) -> None:
-        for histogram, value in (
-            (self.ttfa, metrics.ttfa_ms),
-            (self.asr, metrics.asr_ms),
-            (self.llm, metrics.llm_first_sentence_ms),
-            (self.tts, metrics.tts_first_chunk_ms),
-        ):
-            if value is not None:
-                histogram.observe(value / 1000)
-
-    def on_barge_in(self, confirmed: bool) -> None:
-        self.barge_ins.labels("confirmed" if confirmed else "false").inc()
-
-    def on_speculation(self, used: bool) -> None:
-        self.speculations.labels("used" if used else "discarded").inc()
-
-    def on_error(self, code: str) -> None:
-        self.errors.labels(code).inc()
+    def on_client_report(
+        self, v2v_ms: float | None, barge_in_ms: float | None, steady: bool
+    ) -> None:
+        """Latencies a client measured on its side and sent on the `events` channel."""

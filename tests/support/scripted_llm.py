@@ -18,11 +18,13 @@ from tests.support.threaded_server import ThreadedServer
 
 @dataclass
 class Script:
-    """What the next requests get: 'ok', 'die_mid_stream' or 'http_500'."""
+    """What the next requests get: 'ok', 'die_mid_stream', 'http_500' or 'stall' (no token for
+    a minute). `bodies` keeps every request body received."""
 
     modes: list[str] = field(default_factory=list)
     answer: str = "Paris is the capital of France. It is a lovely city to visit."
     requests: int = 0
+    bodies: list[dict[str, object]] = field(default_factory=list)
 
     def next_mode(self) -> str:
         self.requests += 1
@@ -39,12 +41,14 @@ def make_app(script: Script) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> object:
-        await request.json()
+        script.bodies.append(await request.json())
         mode = script.next_mode()
         if mode == "http_500":
             return JSONResponse({"error": "scripted failure"}, status_code=500)
 
         async def stream():  # type: ignore[no-untyped-def]
+            if mode == "stall":
+                await asyncio.sleep(60)
             words = script.answer.split(" ")
             for i, word in enumerate(words):
                 if mode == "die_mid_stream" and i == len(words) // 2:

@@ -2,7 +2,11 @@
 
 It owns the conversation state and turns the pure decisions (`parley_runtime.turns`) into
 actions: start a speculative reply at a pause, drop it if speech resumes, commit it at the end
-of the turn, pause/clear the agent's audio on barge-in, trim history to what was heard.
+of the turn, pause/clear the agent's audio on barge-in, trim history to what was heard, and
+reset a turn whose first audio misses the turn deadline (nothing partial is ever spoken).
+
+It reads the pod's backpressure level at the start of each reply (level BRIEF and above ask
+for shorter answers) and reports every turn's outcome and latencies to its observers.
 """
 
 from __future__ import annotations
@@ -10,20 +14,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from parley.pcm import INPUT_RATE
+from parley.scos import BackpressureLevel
 from parley_runtime.agent.reply import Reply
 from parley_runtime.asr import SpeechRecognizer
 from parley_runtime.audio import AgentAudioOutput
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.events import EventChannel, error_event, state_event, transcript_event
 from parley_runtime.llm import ChatClient, ChatHistory
-from parley_runtime.telemetry import ConversationObserver, TurnMetrics
+from parley_runtime.telemetry import ConversationObserver, TurnMetrics, TurnOutcome
 from parley_runtime.turns import (
     AdaptiveSilence,
     BargeInAction,
@@ -46,6 +53,9 @@ _PARTIAL_MIN_MS = 800
 #: already waiting at commit: when the pipeline is the bottleneck, a shorter endpoint only
 #: risks cutting the user off without answering any sooner.
 _READY_AT_COMMIT_MS = 60
+#: DESIGN.md: a session is in steady state after 3 turns or 60 s; before that, warm-up.
+_WARM_UP_TURNS = 3
+_WARM_UP_S = 60.0
 
 
 @dataclass
@@ -56,6 +66,8 @@ class Services:
     vad: SileroVAD
     tts: TTSService
     llm: ChatClient
+    #: The pod's backpressure level, read when a reply starts.
+    backpressure: Callable[[], BackpressureLevel] = field(default=lambda: BackpressureLevel.NORMAL)
 
 
 class Conversation:
@@ -76,6 +88,7 @@ class Conversation:
         self._observers = list(observers)
         self._voice = voice
         self.state = ConversationState.IDLE
+        self._started_at = time.monotonic()
         self.history = ChatHistory(
             system_prompt or settings.system_prompt,
             settings.history_token_budget,
@@ -103,12 +116,18 @@ class Conversation:
         self._carry_over = ""
         self.reply: Reply | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._barge_in_ms: float | None = None
         self.turns = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._set_state(ConversationState.LISTENING)
+
+    @property
+    def steady(self) -> bool:
+        """Past warm-up: more than 3 turns, or 60 s since the session started."""
+        return self.turns > _WARM_UP_TURNS or time.monotonic() - self._started_at >= _WARM_UP_S
 
     async def close(self) -> None:
         if self.state is not ConversationState.ENDED:
@@ -184,7 +203,15 @@ class Conversation:
             self.silence.cut_off()
             self._committed_at_ms = None
         if self._guard.speech_started() is BargeInAction.PAUSE:
-            self._output.pause()
+            self._barge_in_ms = None
+            if self._output.pending and not self._output.paused:
+                onset = time.monotonic() - self._endpointer.speech_ms / 1000
+                self._output.pause(on_silenced=lambda at: self._silenced(at - onset))
+            else:
+                self._output.pause()
+
+    def _silenced(self, after_onset_s: float) -> None:
+        self._barge_in_ms = round(after_onset_s * 1000, 1)
 
     def _end_of_turn(self) -> None:
         if self.state is not ConversationState.LISTENING:
@@ -216,7 +243,10 @@ class Conversation:
                 self.history.add_turn(reply.user_text, heard)
             else:
                 self._carry_over = reply.user_text
-        self._notify("on_barge_in", True)
+            if reply.committed:
+                self._notify("on_turn_end", TurnOutcome.INTERRUPTED, self.steady)
+        self._notify("on_barge_in", True, self._barge_in_ms, self.steady)
+        self._barge_in_ms = None
         if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
             self._set_state(ConversationState.INTERRUPTED)
             self._set_state(ConversationState.LISTENING)
@@ -225,7 +255,7 @@ class Conversation:
         self._output.resume()
         self._endpointer.reset()
         self._utterance = []
-        self._notify("on_barge_in", False)
+        self._notify("on_barge_in", False, None, self.steady)
 
     # -- replies --------------------------------------------------------------------------
 
@@ -237,6 +267,8 @@ class Conversation:
     def _new_reply(self, audio: np.ndarray) -> Reply:
         prefix, self._carry_over = self._carry_over, ""
         return Reply(
+            brief=self._services.backpressure() >= BackpressureLevel.BRIEF,
+            brief_max_tokens_factor=self._settings.brief_max_tokens_factor,
             transcribe=lambda: self._services.asr.transcribe(audio),
             prefix=prefix,
             history=self.history,
@@ -248,11 +280,18 @@ class Conversation:
         )
 
     async def _follow(self, reply: Reply, turn: int) -> None:
-        """Walk a committed reply through THINKING → SPEAKING → LISTENING."""
-        user_text = await reply.transcript
-        if user_text:
-            self._events.send(transcript_event("user", user_text, final=True))
-        first_audio = await reply.first_audio
+        """Walk a committed reply through THINKING → SPEAKING → LISTENING; reset the turn if
+        its first audio misses the deadline."""
+        steady = self.steady
+        try:
+            async with asyncio.timeout(self._settings.turn_deadline_ms / 1000):
+                user_text = await asyncio.shield(reply.transcript)
+                if user_text:
+                    self._events.send(transcript_event("user", user_text, final=True))
+                first_audio = await asyncio.shield(reply.first_audio)
+        except TimeoutError:
+            self._reset_turn(reply, steady)
+            return
         if first_audio is not None:
             self._set_state(ConversationState.SPEAKING)
             metrics = TurnMetrics(
@@ -264,12 +303,16 @@ class Conversation:
                 tts_first_chunk_ms=reply.tts_first_chunk_ms,
                 endpoint_ms=self.silence.current_ms,
                 speculative=reply.speculative,
+                steady=steady,
             )
             self._events.send(metrics.as_event())
             self._notify("on_turn", metrics)
         await reply.played_out
         if reply.error is not None:
             self._notify("on_error", reply.error[0])
+            self._notify("on_turn_end", TurnOutcome.FAILED, steady)
+        elif reply.spoken_text:
+            self._notify("on_turn_end", TurnOutcome.COMPLETED, steady)
         if user_text and reply.spoken_text:
             self.history.add_turn(user_text, reply.spoken_text)
             if reply.ttfa_ms is not None and reply.ttfa_ms <= _READY_AT_COMMIT_MS:
@@ -278,6 +321,26 @@ class Conversation:
             self._carry_over = ""
         if self.reply is reply:
             self.reply = None
+        if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
+            self._set_state(ConversationState.LISTENING)
+
+    def _reset_turn(self, reply: Reply, steady: bool) -> None:
+        """No first audio within the deadline: drop the reply unspoken, listen again."""
+        log.warning(
+            "turn reset: no first audio %d ms after the end of the turn",
+            self._settings.turn_deadline_ms,
+        )
+        reply.cancel()
+        self._output.clear()
+        if self.reply is reply:
+            self.reply = None
+        self._events.send(
+            error_event(
+                "turn_reset",
+                f"no answer within {self._settings.turn_deadline_ms} ms; please say it again",
+            )
+        )
+        self._notify("on_turn_end", TurnOutcome.RESET_NO_AUDIO, steady)
         if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
             self._set_state(ConversationState.LISTENING)
 
@@ -316,6 +379,20 @@ class Conversation:
                 getattr(observer, hook)(*args)
             except Exception:
                 log.exception("observer %r failed in %s", observer, hook)
+
+    def client_report(self, report: dict[str, Any]) -> None:
+        """Latencies the client measured (`{"type": "client_metrics", "v2v_ms": …,
+        "barge_in_ms": …}`); anything that is not a number is ignored."""
+
+        def number(key: str) -> float | None:
+            value = report.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            return None
+
+        v2v, barge_in = number("v2v_ms"), number("barge_in_ms")
+        if v2v is not None or barge_in is not None:
+            self._notify("on_client_report", v2v, barge_in, self.steady)
 
     def report_error(self, code: str, message: str) -> None:
         self._events.send(error_event(code, message))

@@ -5,6 +5,9 @@ A reply may start speculatively, at the first pause, before the turn is committe
 is cancelled leaves no trace; after it, effects happen as they are produced. Before the
 commit a speculation goes only as far as the first sentence's audio: the rest would be work
 thrown away whenever the user resumes speaking.
+
+A `brief` reply (the pod is under backpressure, level BRIEF or above) asks the LLM for fewer
+tokens and adds a brevity instruction for this turn; the audio itself is never degraded.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from parley.pcm import OUTPUT_RATE, Resampler, trim_leading_silence
 from parley_runtime.audio import AgentAudioOutput, PlaybackSegment
+from parley_runtime.config import BRIEF_INSTRUCTION
 from parley_runtime.events import error_event, response_event
 from parley_runtime.llm import ChatClient, ChatHistory, LLMError
 from parley_tts import SentenceChunker, TTSError, TTSService
@@ -57,8 +61,12 @@ class Reply:
         voice: str | None,
         output: AgentAudioOutput,
         send: Callable[[dict[str, Any]], None],
+        brief: bool = False,
+        brief_max_tokens_factor: float = 0.7,
     ) -> None:
         self._transcribe = transcribe
+        self.brief = brief
+        self._brief_factor = brief_max_tokens_factor
         self._prefix = prefix
         self._history = history
         self._llm = llm
@@ -154,7 +162,12 @@ class Reply:
     async def _answer(self, resampler: Resampler) -> None:
         chunker = SentenceChunker()
         requested = time.monotonic()
-        async for delta in self._llm.stream(self._history.messages(self.user_text)):
+        if self.brief:
+            messages = self._history.messages(self.user_text, BRIEF_INSTRUCTION)
+            max_tokens = max(8, round(self._llm.max_tokens * self._brief_factor))
+        else:
+            messages, max_tokens = self._history.messages(self.user_text), None
+        async for delta in self._llm.stream(messages, max_tokens):
             if self.llm_first_token_ms is None:
                 self.llm_first_token_ms = _ms(requested)
             for sentence in chunker.push(delta):

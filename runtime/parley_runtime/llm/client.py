@@ -39,13 +39,15 @@ class ChatClient:
             timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
         )
 
-    async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
-        """Yield content deltas as they arrive."""
+    async def stream(
+        self, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        """Yield content deltas as they arrive (`max_tokens`: this request's cap, if lower)."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "stream": True,
-            "max_tokens": self.max_tokens,
+            "max_tokens": min(max_tokens or self.max_tokens, self.max_tokens),
             "temperature": self.temperature,
         }
         finished = False

@@ -24,9 +24,11 @@ class ChatHistory:
     rollover_tokens: int = 7500
     turns: list[tuple[str, str]] = field(default_factory=list)
 
-    def messages(self, user_text: str) -> list[dict[str, str]]:
-        """The request for a new user turn: system prompt, as much history as fits, the turn."""
-        fixed = estimate_tokens(self.system_prompt) + estimate_tokens(user_text)
+    def messages(self, user_text: str, instruction: str = "") -> list[dict[str, str]]:
+        """The request for a new user turn: system prompt (plus `instruction`, for this turn
+        only), as much history as fits, the turn."""
+        system = f"{self.system_prompt} {instruction}".strip()
+        fixed = estimate_tokens(system) + estimate_tokens(user_text)
         kept: list[tuple[str, str]] = []
         used = fixed
         for user, assistant in reversed(self.turns):
@@ -35,7 +37,7 @@ class ChatHistory:
                 break
             kept.insert(0, (user, assistant))
             used += cost
-        messages = [{"role": "system", "content": self.system_prompt}]
+        messages = [{"role": "system", "content": system}]
         for user, assistant in kept:
             messages.append({"role": "user", "content": user})
             messages.append({"role": "assistant", "content": assistant})

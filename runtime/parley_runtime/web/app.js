@@ -1,6 +1,7 @@
 // Parley web client: one WebRTC session with the runtime (non-trickle ICE), the agent's
 // audio in an <audio> element, and the `events` data channel rendered as state, transcript,
-// per-turn latencies and errors. Server text only ever goes through textContent.
+// per-turn latencies, errors and a face whose mouth follows `visemes` events. Server text
+// only ever goes through textContent.
 "use strict";
 
 (() => {
@@ -13,11 +14,12 @@
   const transcriptEmpty = $("transcript-empty");
   const metricsBody = $("metrics").tBodies[0];
   const remote = $("remote");
+  const mouth = $("mouth");
 
   const STATES = ["idle", "listening", "thinking", "speaking", "interrupted", "ended"];
   const ICE_GATHER_TIMEOUT_MS = 3000;
 
-  let call = null; // {pc, mic, id, closed}
+  let call = null; // {pc, mic, id, closed, statsTimer}
 
   // -- view -------------------------------------------------------------------------------
 
@@ -123,6 +125,122 @@
     metricsBody.append(row);
   }
 
+  // -- face -------------------------------------------------------------------------------
+  // `visemes` events carry ARKit blendshape weights computed from the agent audio as it
+  // leaves the server, with `t` on the server's audio clock. The data channel is faster than
+  // the audio (which waits in the jitter buffer), so each pose is shown when its audio plays:
+  // the earliest arrival fixes the offset between `t` and this clock, and the jitter buffer's
+  // delay (from getStats) is added. The mouth eases toward the pose due now and relaxes to
+  // neutral when no pose has come for FACE_RELAX_MS, so a lost stream never freezes it open.
+
+  const SHAPES = ["jawOpen", "mouthClose", "mouthFunnel", "mouthPucker"];
+  const FACE_RELAX_MS = 300;
+  const FACE_FOLLOW_MS = 35; // time constant of the easing toward the target pose
+  const MAX_AUDIO_DELAY_MS = 300;
+  const MAX_PENDING_POSES = 30;
+  const MOUTH = { cx: 60, cy: 84, halfWidth: 16, maxOpen: 24 };
+
+  const neutralPose = () => Object.fromEntries(SHAPES.map((name) => [name, 0]));
+  const face = {
+    shown: neutralPose(),
+    target: neutralPose(),
+    pending: [], // [{due, shapes}] in arrival order
+    offsetMs: null, // min over events of (arrival - t), on performance.now()'s clock
+    audioDelayMs: 0,
+    lastPoseAt: -Infinity,
+    lastFrameAt: null,
+    frame: 0,
+  };
+
+  const clamp01 = (value) => (typeof value === "number" && value > 0 ? Math.min(value, 1) : 0);
+
+  function mouthPath(pose) {
+    const rounded = Math.max(pose.mouthFunnel, pose.mouthPucker);
+    const half = MOUTH.halfWidth * (1 - 0.3 * pose.mouthFunnel - 0.45 * pose.mouthPucker);
+    const open =
+      MOUTH.maxOpen * Math.max(0, pose.jawOpen - pose.mouthClose) + 3 * pose.mouthPucker;
+    const up = open * 0.45; // the jaw moves the lower lip more than the upper
+    const down = open * 0.85;
+    const spread = half * (0.55 + 0.4 * (1 - rounded)); // 0.55: close to an ellipse
+    const { cx, cy } = MOUTH;
+    const n = (value) => value.toFixed(2);
+    return (
+      `M ${n(cx - half)} ${cy} C ${n(cx - spread)} ${n(cy - up)} ${n(cx + spread)} ${n(cy - up)}` +
+      ` ${n(cx + half)} ${cy} C ${n(cx + spread)} ${n(cy + down)} ${n(cx - spread)}` +
+      ` ${n(cy + down)} ${n(cx - half)} ${cy} Z`
+    );
+  }
+
+  function drawFace() {
+    mouth.setAttribute("d", mouthPath(face.shown));
+    mouth.dataset.jawOpen = face.shown.jawOpen.toFixed(3);
+  }
+
+  function onVisemes(event) {
+    if (typeof event.t !== "number" || !event.shapes || typeof event.shapes !== "object") return;
+    const arrival = performance.now();
+    const audioMs = event.t * 1000;
+    if (face.offsetMs === null || arrival - audioMs < face.offsetMs) {
+      face.offsetMs = arrival - audioMs;
+    }
+    const shapes = neutralPose();
+    for (const name of SHAPES) shapes[name] = clamp01(event.shapes[name]);
+    face.pending.push({ due: face.offsetMs + audioMs + face.audioDelayMs, shapes });
+    if (face.pending.length > MAX_PENDING_POSES) face.pending.shift(); // a hidden tab draws none
+    animateFace();
+  }
+
+  function faceStep(now) {
+    face.frame = 0;
+    while (face.pending.length && face.pending[0].due <= now) {
+      face.target = face.pending.shift().shapes;
+      face.lastPoseAt = now;
+    }
+    if (now - face.lastPoseAt > FACE_RELAX_MS) face.target = neutralPose();
+    const dt = face.lastFrameAt === null ? 16 : Math.min(now - face.lastFrameAt, 100);
+    face.lastFrameAt = now;
+    const follow = 1 - Math.exp(-dt / FACE_FOLLOW_MS);
+    let moving = face.pending.length > 0;
+    for (const name of SHAPES) {
+      const gap = face.target[name] - face.shown[name];
+      const next = face.shown[name] + gap * follow;
+      face.shown[name] = Math.abs(gap) < 0.001 ? face.target[name] : next;
+      if (face.shown[name] !== face.target[name] || face.target[name] !== 0) moving = true;
+    }
+    drawFace();
+    if (moving) animateFace();
+    else face.lastFrameAt = null; // at rest: no frames until the next pose
+  }
+
+  function animateFace() {
+    if (!face.frame) face.frame = requestAnimationFrame(faceStep);
+  }
+
+  function resetFace() {
+    face.pending = [];
+    face.offsetMs = null;
+    face.audioDelayMs = 0;
+    face.lastPoseAt = -Infinity;
+    face.target = neutralPose();
+    animateFace();
+  }
+
+  // The agent audio's jitter-buffer delay over the last interval, from the inbound RTP stats.
+  async function measureAudioDelay(pc, previous) {
+    const stats = await pc.getStats();
+    stats.forEach((report) => {
+      if (report.type !== "inbound-rtp" || report.kind !== "audio") return;
+      const count = report.jitterBufferEmittedCount || 0;
+      const delay = report.jitterBufferDelay || 0;
+      if (count > previous.count) {
+        const ms = (1000 * (delay - previous.delay)) / (count - previous.count);
+        face.audioDelayMs = Math.min(Math.max(ms, 0), MAX_AUDIO_DELAY_MS);
+      }
+      previous.count = count;
+      previous.delay = delay;
+    });
+  }
+
   function onEvent(message) {
     let event;
     try {
@@ -145,6 +263,9 @@
         break;
       case "metrics":
         onMetrics(event);
+        break;
+      case "visemes":
+        onVisemes(event);
         break;
       case "error":
         showError(`${event.code || "error"}: ${event.message || "unknown error"}`);
@@ -191,8 +312,9 @@
     showError("");
     setButton(true);
     setConnection("Asking for the microphone…");
-    const current = { pc: null, mic: null, id: null, closed: false };
+    const current = { pc: null, mic: null, id: null, closed: false, statsTimer: 0 };
     call = current;
+    resetFace();
     try {
       current.mic = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
@@ -213,6 +335,10 @@
         if (event.candidate) console.debug("parley: local candidate", event.candidate.candidate);
       };
       pc.oniceconnectionstatechange = () => console.info("parley: ice", pc.iceConnectionState);
+      const jitter = { count: 0, delay: 0 };
+      current.statsTimer = setInterval(() => {
+        measureAudioDelay(pc, jitter).catch((err) => console.debug("parley: stats", err));
+      }, 1000);
       pc.onconnectionstatechange = () => {
         const s = pc.connectionState;
         if (current.closed) return;
@@ -254,6 +380,7 @@
       );
     }
     current.id = null;
+    clearInterval(current.statsTimer);
     if (current.pc) current.pc.close();
     if (current.mic) current.mic.getTracks().forEach((t) => t.stop());
   }
@@ -267,6 +394,7 @@
     if (userLine && userLine.classList.contains("partial")) userLine.remove();
     userLine = null;
     remote.srcObject = null;
+    resetFace();
     if (!current) return;
     current.closed = true;
     setState(current.id ? "ended" : "idle");
