@@ -10,31 +10,16 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
 
 from parley_bench.peer import Peer
-from parley_bench.speech import silence, speech
 from parley_runtime import RuntimeSettings
 from parley_runtime.models import ModelNotFoundError, piper_voice_path, whisper_model_dir
 from parley_runtime.services import load_models
 from tests.support.runtime_host import RunningApp, RuntimeHost, free_port
 from tests.support.scripted_llm import ScriptedLLMServer
 from tests.support.scripted_tts import ScriptedTTSServer
-
-QUESTION = "What is the capital of France?"
-
-
-async def turn(peer: Peer, question: str = QUESTION, timeout: float = 30) -> float:
-    """Speak; return when the agent is back to listening after this turn."""
-    asked = await peer.mic.say(np.concatenate([await speech(question), silence(200)])).finished
-    thinking = await peer.wait_state("thinking", timeout, after=asked - 1)
-    await peer.wait_state("listening", timeout, after=thinking)
-    return asked
-
-
-def errors_after(peer: Peer, t: float) -> list[dict[str, object]]:
-    return [e for at, e in peer.events if e["type"] == "error" and at >= t]
+from tests.support.talk import errors_after, turn
 
 
 @pytest.fixture(scope="module")

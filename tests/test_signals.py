@@ -6,6 +6,7 @@ SIGTERM) lets live conversations finish."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -13,30 +14,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
-import numpy as np
 import pytest
 
 from parley.scos import BackpressureLevel, Scos
 from parley_bench.peer import Peer
-from parley_bench.speech import silence, speech
 from parley_runtime.config import BRIEF_INSTRUCTION
 from tests.support.runtime_host import RunningApp, RuntimeHost, free_port
 from tests.support.scripted_llm import ScriptedLLMServer
+from tests.support.talk import turn
 
 pytestmark = pytest.mark.e2e
-
-QUESTION = "What is the capital of France?"
-
-
-async def turn(peer: Peer, question: str = QUESTION, timeout: float = 30) -> float:
-    """Speak; return the time the question ended, once the agent listens again."""
-    asked = await peer.mic.say(np.concatenate([await speech(question), silence(200)])).finished
-    thinking = await peer.wait_state("thinking", timeout, after=asked - 1)
-    await peer.wait_state("listening", timeout, after=thinking)
-    return asked
 
 
 async def scos(url: str) -> Scos:
@@ -321,14 +311,30 @@ class RuntimeProcess:
             self.process.communicate()
 
 
-async def test_sigterm_drains_live_sessions_then_exits_zero(
-    scripted_llm: ScriptedLLMServer,
-) -> None:
-    runtime = RuntimeProcess(scripted_llm.url, "--drain-timeout-s", "120")
+@contextlib.asynccontextmanager
+async def runtime_with_a_caller(
+    llm_url: str, *flags: str
+) -> AsyncIterator[tuple[RuntimeProcess, Peer]]:
+    """A runtime process, ready, with one connected caller; both gone afterwards."""
+    runtime = RuntimeProcess(llm_url, *flags)
     peer = Peer(runtime.url)
     try:
         await asyncio.to_thread(runtime.wait_ready)
         await peer.connect()
+        await peer.wait_state("listening", 10)
+        yield runtime, peer
+    finally:
+        await peer.close()
+        runtime.kill()
+
+
+async def test_sigterm_drains_live_sessions_then_exits_zero(
+    scripted_llm: ScriptedLLMServer,
+) -> None:
+    async with runtime_with_a_caller(scripted_llm.url, "--drain-timeout-s", "120") as (
+        runtime,
+        peer,
+    ):
         runtime.process.send_signal(signal.SIGTERM)
         async with httpx.AsyncClient(base_url=runtime.url, timeout=10) as http:
             for _ in range(50):
@@ -346,40 +352,30 @@ async def test_sigterm_drains_live_sessions_then_exits_zero(
         code, log = await asyncio.to_thread(runtime.exited, 30)
         assert code == 0, log
         assert "every session ended" in log and "cut" not in log.split("SIGTERM", 1)[1]
-    finally:
-        await peer.close()
-        runtime.kill()
 
 
-async def test_sigterm_cuts_what_outlives_the_grace_period_and_a_second_sigterm_is_final(
+async def test_sigterm_cuts_what_outlives_the_grace_period(
     scripted_llm: ScriptedLLMServer,
 ) -> None:
-    runtime = RuntimeProcess(scripted_llm.url, "--drain-timeout-s", "2")
-    peer = Peer(runtime.url)
-    try:
-        await asyncio.to_thread(runtime.wait_ready)
-        await peer.connect()
-        await peer.wait_state("listening", 10)
+    async with runtime_with_a_caller(scripted_llm.url, "--drain-timeout-s", "2") as (
+        runtime,
+        peer,
+    ):
         started = time.monotonic()
         runtime.process.send_signal(signal.SIGTERM)
         code, log = await asyncio.to_thread(runtime.exited, 30)
         assert code == 0 and "cut 1 session" in log, log
         assert time.monotonic() - started >= 1.5
         await peer.wait_state("ended", 5)
-    finally:
-        await peer.close()
-        runtime.kill()
 
-    runtime = RuntimeProcess(scripted_llm.url, "--drain-timeout-s", "120")
-    peer = Peer(runtime.url)
-    try:
-        await asyncio.to_thread(runtime.wait_ready)
-        await peer.connect()
+
+async def test_a_second_sigterm_exits_at_once(scripted_llm: ScriptedLLMServer) -> None:
+    async with runtime_with_a_caller(scripted_llm.url, "--drain-timeout-s", "120") as (
+        runtime,
+        _,
+    ):
         runtime.process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         runtime.process.send_signal(signal.SIGTERM)
         code, log = await asyncio.to_thread(runtime.exited, 20)
         assert code == 1 and "second SIGTERM" in log
-    finally:
-        await peer.close()
-        runtime.kill()
