@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from parley_operator.api import crd, crd_yaml
-from parley_operator.defaults import with_defaults
+from parley_operator.api import crd, crd_yaml, with_defaults
 from tests.support.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,11 +73,29 @@ def test_examples_apply_unchanged(cluster: ControlPlane, example: str) -> None:
     stored = json.loads(
         cluster.kubectl("get", "vd", manifest["metadata"]["name"], "-n", NAMESPACE, "-o", "json")
     )
-    # Schema defaults are filled in by the apiserver, exactly as the operator's pure code does.
+    # The apiserver fills in the schema's defaults, exactly as the models do.
     assert stored["spec"] == with_defaults(manifest["spec"])
     assert stored["spec"]["slo"] == {"ttfaP95Ms": 250, "bargeInP95Ms": 150}
     assert stored["spec"]["runtime"]["sessionsPerPod"] >= 1
     assert stored["spec"]["scaling"]["enabled"] is True
+
+
+@pytest.mark.k8s
+def test_a_minimal_spec_gets_the_models_defaults(cluster: ControlPlane) -> None:
+    """Objects defaulted to `{}` (runtime, its replicas and asr, tts, slo, ...) get their
+    fields' defaults in turn."""
+    manifest = {
+        "apiVersion": "parley.dev/v1alpha1",
+        "kind": "VoiceDeployment",
+        "metadata": {"name": "minimal-agent"},
+        "spec": {"llm": {"endpoint": "http://llm:8000/v1", "model": "m"}},
+    }
+    apply(cluster, manifest)
+    stored = json.loads(
+        cluster.kubectl("get", "vd", "minimal-agent", "-n", NAMESPACE, "-o", "json")
+    )
+    assert stored["spec"] == with_defaults(manifest["spec"])
+    assert stored["spec"]["runtime"]["replicas"] == {"min": 1, "max": 1}
 
 
 @pytest.mark.k8s

@@ -17,8 +17,7 @@ import pytest
 import yaml
 
 from parley.cli import _runtime_overrides, build_parser
-from parley_operator.api import POD_MOUNT_PATHS
-from parley_operator.defaults import with_defaults
+from parley_operator.api import POD_MOUNT_PATHS, VoiceDeployment, with_defaults
 from parley_operator.render import render
 from parley_operator.vram import plan_vram
 from parley_runtime import RuntimeSettings
@@ -38,20 +37,22 @@ def example(name: str) -> Manifest:
 
 
 def voice_deployment(
-    name: str, change: Any = None, *, namespace: str = NAMESPACE, uid: str = UID
-) -> Manifest:
-    """The object as the apiserver would hand it to the operator: defaults applied, a uid."""
+    name: str, change: Any = None, *, vd_name: str | None = None, uid: str = UID
+) -> VoiceDeployment:
+    """The object as the operator reads it: in a namespace, with a uid, the spec typed (its
+    defaults filled in)."""
     manifest = example(name)
     if change is not None:
         change(manifest["spec"])
-    manifest["metadata"] |= {"namespace": namespace, "uid": uid}
-    manifest["spec"] = with_defaults(manifest["spec"])
-    return manifest
+    manifest["metadata"] |= {"namespace": NAMESPACE, "uid": uid}
+    if vd_name is not None:
+        manifest["metadata"]["name"] = vd_name
+    return VoiceDeployment.model_validate(manifest)
 
 
 def rendered(name: str, change: Any = None) -> list[Manifest]:
     vd = voice_deployment(name, change)
-    return render(vd, plan_vram(vd["spec"]))
+    return render(vd, plan_vram(vd.spec))
 
 
 def find(children: list[Manifest], kind: str, name: str) -> Manifest:
@@ -155,7 +156,7 @@ def test_the_runtime_asks_the_tts_server_for_its_backend_and_voice() -> None:
 
 def test_runtime_replicas_start_at_min_and_follow_the_autoscaler() -> None:
     vd = voice_deployment("gpu-exclusive.yaml")
-    plan = plan_vram(vd["spec"])
+    plan = plan_vram(vd.spec)
     assert find(render(vd, plan), "Deployment", "support-agent-runtime")["spec"]["replicas"] == 2
     scaled = render(vd, plan, runtime_replicas=5)
     assert find(scaled, "Deployment", "support-agent-runtime")["spec"]["replicas"] == 5
@@ -495,8 +496,8 @@ ALL = ["cpu.yaml", "gpu-exclusive.yaml", "gpu-shared.yaml", "gpu-exclusive-with-
 @pytest.mark.parametrize("name", ALL)
 def test_every_child_is_owned_labelled_and_namespaced(name: str) -> None:
     vd = voice_deployment(name)
-    vd_name = vd["metadata"]["name"]
-    for child in render(vd, plan_vram(vd["spec"])):
+    vd_name = vd.metadata.name
+    for child in render(vd, plan_vram(vd.spec)):
         meta = child["metadata"]
         assert meta["namespace"] == NAMESPACE
         assert meta["ownerReferences"] == [
@@ -623,8 +624,8 @@ def test_rendering_is_deterministic_and_leaves_its_input_alone(name: str) -> Non
 
     vd = voice_deployment(name, tolerate)
     before = copy.deepcopy(vd)
-    plan = plan_vram(vd["spec"])
-    first, second = render(vd, plan), render(copy.deepcopy(vd), plan_vram(vd["spec"]))
+    plan = plan_vram(vd.spec)
+    first, second = render(vd, plan), render(copy.deepcopy(vd), plan_vram(vd.spec))
     assert first == second
     assert json.dumps(first) == json.dumps(second)  # same key order too
     assert vd == before
@@ -641,7 +642,7 @@ def test_rendering_is_deterministic_and_leaves_its_input_alone(name: str) -> Non
 
 def test_a_plan_that_does_not_fit_is_refused() -> None:
     vd = voice_deployment("gpu-shared.yaml")
-    plan = plan_vram(vd["spec"], node_gpu_memory_gib=16)
+    plan = plan_vram(vd.spec, node_gpu_memory_gib=16)
     assert not plan.fits
     with pytest.raises(ValueError, match="does not fit"):
         render(vd, plan)
@@ -649,12 +650,11 @@ def test_a_plan_that_does_not_fit_is_refused() -> None:
 
 @pytest.mark.parametrize("bad", ["a" * 56, "voice.agent", "9lives"])
 def test_names_that_cannot_name_services_are_refused(bad: str) -> None:
-    vd = voice_deployment("cpu.yaml")
-    vd["metadata"]["name"] = bad
+    vd = voice_deployment("cpu.yaml", vd_name=bad)
     with pytest.raises(ValueError, match="DNS-1035"):
-        render(vd, plan_vram(vd["spec"]))
-    vd["metadata"]["name"] = "a" * 55
-    assert render(vd, plan_vram(vd["spec"]))
+        render(vd, plan_vram(vd.spec))
+    vd = voice_deployment("cpu.yaml", vd_name="a" * 55)
+    assert render(vd, plan_vram(vd.spec))
 
 
 # -- the real apiserver ----------------------------------------------------------------------
@@ -714,9 +714,10 @@ def test_rendered_children_pass_a_server_side_dry_run(control_plane: ControlPlan
             stored = json.loads(
                 plane.kubectl("get", "vd", vd_name, "-n", DRY_RUN_NAMESPACE, "-o", "json")
             )
-            # with_defaults, which the pure tests use, is what the apiserver does.
+            # The models' defaults, which the pure tests use, are what the apiserver fills in.
             assert stored["spec"] == with_defaults(manifest["spec"])
-            children = render(stored, plan_vram(stored["spec"]))
+            vd = VoiceDeployment.model_validate(stored)
+            children = render(vd, plan_vram(vd.spec))
             result = dry_run(plane, children)
             assert result.returncode == 0, f"{name}: {result.stderr}"
             assert "Warning" not in result.stderr, f"{name}: {result.stderr}"

@@ -1,17 +1,22 @@
 """The status side of the operator without a cluster: the status computed from children's
 views, which view of a child is fresher, which transitions make Events, which nodes' GPU
-memory counts, and the publisher that writes each change once."""
+memory counts, the publisher that writes each change once, and what a spec the models refuse
+becomes."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import kopf
+import pytest
 import yaml
 
+from parley_operator import handlers
+from parley_operator.api import VoiceDeployment
 from parley_operator.conditions import ConditionType
-from parley_operator.defaults import with_defaults
 from parley_operator.publish import StatusPublisher
 from parley_operator.reconcile import compute_status, plan_for, wanted_components
 from parley_operator.status import (
@@ -29,11 +34,20 @@ H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memor
 L4 = {"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.memory": "23034"}
 
 
-def voice_deployment(name: str, uid: str = "uid-1") -> dict[str, Any]:
-    manifest = yaml.safe_load((EXAMPLES / name).read_text())
-    manifest["spec"] = with_defaults(manifest["spec"])
-    manifest["metadata"].update(namespace="ns", uid=uid, generation=1)
-    return manifest
+def manifest(name: str, change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The object as the API returns it (what the publisher and Events refer to)."""
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    if change is not None:
+        change(loaded["spec"])
+    loaded["metadata"].update(namespace="ns", uid="uid-1", generation=1)
+    return loaded
+
+
+def voice_deployment(
+    name: str, change: Callable[[dict[str, Any]], None] | None = None
+) -> VoiceDeployment:
+    """The object as the pure functions take it."""
+    return VoiceDeployment.model_validate(manifest(name, change))
 
 
 def deployment(replicas: int, ready: int, generation: int = 1, observed: int = 1) -> dict:
@@ -50,8 +64,8 @@ def deployment(replicas: int, ready: int, generation: int = 1, observed: int = 1
     }
 
 
-def status_of(vd: dict[str, Any], children: dict[str, Any], previous: dict | None = None) -> dict:
-    plan = plan_for(vd["spec"], [H100])
+def status_of(vd: VoiceDeployment, children: dict[str, Any], previous: dict | None = None) -> dict:
+    plan = plan_for(vd.spec, [H100])
     views = {name: rollout_view(d) for name, d in children.items()}
     return compute_status(vd, plan, views, previous or {})
 
@@ -79,7 +93,7 @@ def test_rollout_view_keeps_only_what_the_status_reads() -> None:
 
 def test_an_external_llm_is_not_waited_for() -> None:
     vd = voice_deployment("cpu.yaml")
-    assert wanted_components(vd["spec"]) == ("runtime", "tts")
+    assert wanted_components(vd.spec) == ("runtime", "tts")
     status = status_of(vd, {"runtime": deployment(1, 1), "tts": deployment(1, 1)})
     assert state(status, ConditionType.READY) == "True"
     assert status["llm"] == {"desired": 0, "ready": 0}
@@ -120,9 +134,11 @@ def test_unchanged_conditions_keep_their_transition_time_and_foreign_ones_surviv
 
 
 def test_a_budget_refusal_is_one_warning() -> None:
-    vd = voice_deployment("gpu-exclusive.yaml")
-    vd["spec"]["gpu"]["nodeSelector"] = {"nvidia.com/gpu.product": "NVIDIA-L4"}
-    plan = plan_for(vd["spec"], [H100, L4])
+    vd = voice_deployment(
+        "gpu-exclusive.yaml",
+        lambda spec: spec["gpu"].update(nodeSelector={"nvidia.com/gpu.product": "NVIDIA-L4"}),
+    )
+    plan = plan_for(vd.spec, [H100, L4])
     assert not plan.fits
     refused = compute_status(vd, plan, {}, {})
     notices = notable_transitions({}, refused)
@@ -176,16 +192,16 @@ class Recorder:
 
 
 async def test_concurrent_refreshes_write_one_patch_and_one_event() -> None:
-    vd = voice_deployment("cpu.yaml")
-    vd["status"] = status_of(
+    obj, vd = manifest("cpu.yaml"), voice_deployment("cpu.yaml")
+    obj["status"] = status_of(
         vd, {"runtime": deployment(1, 1, generation=2), "tts": deployment(1, 1)}
     )
     recorder = Recorder()
     publisher = StatusPublisher(recorder.patch, recorder.post)
     done = {"runtime": rollout_view(deployment(1, 1)), "tts": rollout_view(deployment(1, 1))}
-    plan = plan_for(vd["spec"], [])
+    plan = plan_for(vd.spec, [])
     written = await asyncio.gather(
-        *(publisher.publish(vd, lambda p: compute_status(vd, plan, done, p)) for _ in range(5))
+        *(publisher.publish(obj, lambda p: compute_status(vd, plan, done, p)) for _ in range(5))
     )
     assert written.count(True) == 1
     assert len(recorder.patches) == 1
@@ -193,26 +209,26 @@ async def test_concurrent_refreshes_write_one_patch_and_one_event() -> None:
 
 
 async def test_what_was_written_beats_what_was_seen_until_forgotten() -> None:
-    vd = voice_deployment("cpu.yaml")
+    obj, vd = manifest("cpu.yaml"), voice_deployment("cpu.yaml")
     recorder = Recorder()
     publisher = StatusPublisher(recorder.patch, recorder.post)
-    plan = plan_for(vd["spec"], [])
+    plan = plan_for(vd.spec, [])
     ready = {"runtime": rollout_view(deployment(1, 1)), "tts": rollout_view(deployment(1, 1))}
-    await publisher.publish(vd, lambda p: compute_status(vd, plan, ready, p))
+    await publisher.publish(obj, lambda p: compute_status(vd, plan, ready, p))
     soak = {"type": "SoakPassing", "status": "False", "reason": "SoakNotRun", "message": "-"}
-    vd["status"] = {"conditions": [soak], "sessions": 3}  # stale own fields, a foreign condition
-    previous = publisher.previous(vd)
+    obj["status"] = {"conditions": [soak], "sessions": 3}  # stale own fields, a foreign condition
+    previous = publisher.previous(obj)
     assert previous["runtimeReplicas"] == "1/1"
     assert previous["sessions"] == 3
     assert soak in previous["conditions"]
     assert state(previous, ConditionType.READY) == "True"
-    publisher.forget(vd["metadata"]["uid"])
-    assert publisher.previous(vd) == vd["status"]
+    publisher.forget(obj["metadata"]["uid"])
+    assert publisher.previous(obj) == obj["status"]
 
 
 def test_a_reconcile_failure_lasts_until_a_reconcile_succeeds() -> None:
     vd = voice_deployment("cpu.yaml")
-    plan = plan_for(vd["spec"], [])
+    plan = plan_for(vd.spec, [])
     children = {"runtime": rollout_view(deployment(1, 1)), "tts": rollout_view(deployment(1, 1))}
     failed = compute_status(vd, plan, children, {}, "the apiserver refused a child: 500 full")
     assert state(failed, ConditionType.DEGRADED) == "True"
@@ -224,3 +240,29 @@ def test_a_reconcile_failure_lasts_until_a_reconcile_succeeds() -> None:
     recovered = compute_status(vd, plan, children, refreshed)
     assert state(recovered, ConditionType.DEGRADED) == "False"
     assert reconcile_failure(recovered) is None
+
+
+async def test_a_spec_the_models_refuse_is_degraded_and_a_permanent_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An object the CRD let through but the models refuse (stored under an older CRD, say) is
+    reported, not crashed on: Degraded with the refused field, and no retries until it changes."""
+    recorder = Recorder()
+    monkeypatch.setattr(
+        handlers, "publisher", lambda: StatusPublisher(recorder.patch, recorder.post)
+    )
+    body = manifest("cpu.yaml", lambda spec: spec["llm"].update(maxModelLen=1))
+    with pytest.raises(kopf.PermanentError, match=r"spec\.llm\.maxModelLen"):
+        await handlers.reconcile(
+            body=body, reason=kopf.Reason.UPDATE, children_by_owner={}, gpu_nodes={}
+        )
+    ((namespace, name, status),) = recorder.patches
+    assert (namespace, name) == ("ns", "cpu-agent")
+    assert status["observedGeneration"] == 1
+    degraded = find_condition(status, ConditionType.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == ("True", "SpecRefused")
+    assert (
+        "spec.llm.maxModelLen: Input should be greater than or equal to 256"
+        in (degraded["message"])
+    )
+    assert state(status, ConditionType.READY) == "False"

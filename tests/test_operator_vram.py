@@ -8,22 +8,22 @@ from typing import Any
 import pytest
 import yaml
 
+from parley_operator.api import VoiceDeploymentSpec
 from parley_operator.conditions import Reason
-from parley_operator.defaults import with_defaults
 from parley_operator.vram import plan_vram
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def spec(name: str, **changes: Any) -> dict[str, Any]:
-    loaded = with_defaults(yaml.safe_load((EXAMPLES / name).read_text())["spec"])
+def spec(name: str, **changes: Any) -> VoiceDeploymentSpec:
+    loaded = yaml.safe_load((EXAMPLES / name).read_text())["spec"]
     for path, value in changes.items():
         target = loaded
         *parents, leaf = path.split("__")
         for part in parents:
             target = target[part]
         target[leaf] = value
-    return loaded
+    return VoiceDeploymentSpec.model_validate(loaded)
 
 
 def test_exclusive_gives_each_component_its_own_gpu_and_vllm_its_utilization() -> None:
@@ -46,9 +46,7 @@ def test_shared_packs_the_three_on_one_gpu_exactly_at_the_cap() -> None:
 
 
 def test_shared_overcommit_reports_the_arithmetic() -> None:
-    plan = plan_vram(
-        with_defaults(yaml.safe_load((EXAMPLES / "invalid" / "too-big.yaml").read_text())["spec"])
-    )
+    plan = plan_vram(spec("invalid/too-big.yaml"))
     assert not plan.fits and plan.reason == Reason.SHARED_GPU_OVERCOMMITTED
     assert "2 + 13 + 6 = 21 GiB > 24 - 4 = 20 GiB working cap" in plan.message
 

@@ -20,6 +20,7 @@ class Reason(StrEnum):
     ROLLOUT_COMPLETE = "RolloutComplete"
     REPLICAS_UNAVAILABLE = "ReplicasUnavailable"
     RECONCILE_FAILED = "ReconcileFailed"
+    SPEC_REFUSED = "SpecRefused"
     # VRAMBudget
     WITHIN_BUDGET = "WithinBudget"
     NO_GPU = "NoGPU"

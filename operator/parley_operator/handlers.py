@@ -3,9 +3,11 @@
 - Indexes, kept in memory by kopf from its watches: the VoiceDeployments, their child
   Deployments (a few numbers each) by owner, the GPU nodes' labels. Reconciles and status
   refreshes read these instead of the API, so a child event costs at most one status patch.
-- Create / update (spec) / resume of a VoiceDeployment: plan, apply the children, publish the
-  status. A spec that cannot be rendered, or an apply the apiserver refuses, is reported as
-  Degraded (the refused apply is retried).
+- Create / update (spec) / resume of a VoiceDeployment: parse it into the typed
+  `VoiceDeployment` (once, here at the edge), plan, apply the children, publish the status. A
+  spec that cannot be rendered, or an apply the apiserver refuses, is reported as Degraded (the
+  refused apply is retried); a spec the models refuse is Degraded and a permanent handler
+  error (kopf posts it as an Event) until the spec changes.
 - Any event of a child Deployment: recompute the owner's status; a deleted child is put back.
 - Events on notable transitions (a VRAM budget refused, a rollout done), each posted once.
 
@@ -30,10 +32,15 @@ import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from parley_operator.api import GROUP, KIND, PLURAL, VERSION
+from parley_operator.api import GROUP, KIND, PLURAL, VERSION, InvalidSpec, VoiceDeployment
 from parley_operator.kube import Kube
 from parley_operator.publish import StatusPublisher
-from parley_operator.reconcile import apply_children, compute_status, plan_for
+from parley_operator.reconcile import (
+    apply_children,
+    compute_refused_status,
+    compute_status,
+    plan_for,
+)
 from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL
 from parley_operator.status import Notice, freshest, reconcile_failure, rollout_view
 from parley_operator.vram import GPU_MEMORY_LABEL, VramPlan
@@ -57,7 +64,7 @@ async def _patch_status(namespace: str, name: str, status: dict[str, Any]) -> No
     await asyncio.to_thread(lambda: kube().patch_status(namespace, name, status))
 
 
-async def _apply(vd: dict[str, Any], plan: VramPlan, *, prune: bool) -> dict[str, Any]:
+async def _apply(vd: VoiceDeployment, plan: VramPlan, *, prune: bool) -> dict[str, Any]:
     return await asyncio.to_thread(lambda: apply_children(kube(), vd, plan, prune=prune))
 
 
@@ -90,7 +97,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _view(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A VoiceDeployment as the reconcile needs it (and as Events need to refer to it)."""
+    """A VoiceDeployment as the reconcile parses it (and as the status publisher and Events
+    need to refer to it)."""
     meta = body["metadata"]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -158,9 +166,17 @@ async def reconcile(
     gpu_nodes: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    vd = _view(body)
-    meta = vd["metadata"]
-    plan = plan_for(vd["spec"], _nodes(gpu_nodes))
+    view = _view(body)
+    try:
+        vd = VoiceDeployment.from_object(view)
+    except InvalidSpec as exc:
+        problem = str(exc)
+        await publisher().publish(
+            view, lambda previous: compute_refused_status(view, problem, previous)
+        )
+        raise kopf.PermanentError(problem) from exc
+    meta = vd.metadata
+    plan = plan_for(vd.spec, _nodes(gpu_nodes))
     applied: dict[str, Any] = {}
     failure, retry = None, False
     if plan.fits:
@@ -171,11 +187,11 @@ async def reconcile(
         except ApiException as exc:
             failure, retry = f"the apiserver refused a child: {_refusal(exc)}", True
     await publisher().publish(
-        vd,
+        view,
         lambda previous: compute_status(
             vd,
             plan,
-            freshest(_children(children_by_owner, meta["namespace"], meta["name"]), applied),
+            freshest(_children(children_by_owner, meta.namespace, meta.name), applied),
             previous,
             failure,
         ),
@@ -197,15 +213,19 @@ async def child_changed(
     **_: Any,
 ) -> None:
     owner = labels.get(VD_LABEL)
-    vd = next(iter(voice_deployments.get((namespace, owner), ())), None)
-    if not owner or vd is None or vd["metadata"].get("deletionTimestamp"):
+    view = next(iter(voice_deployments.get((namespace, owner), ())), None)
+    if not owner or view is None or view["metadata"].get("deletionTimestamp"):
         return
-    plan = plan_for(vd["spec"], _nodes(gpu_nodes))
+    try:
+        vd = VoiceDeployment.from_object(view)
+    except InvalidSpec:
+        return  # the reconcile reported it; nothing here can change that
+    plan = plan_for(vd.spec, _nodes(gpu_nodes))
     if event["type"] == "DELETED" and plan.fits:
         log.info("%s/%s lost a child Deployment; applying it again", namespace, owner)
         await _apply(vd, plan, prune=False)
     await publisher().publish(
-        vd,
+        view,
         lambda previous: compute_status(
             vd,
             plan,

@@ -1,8 +1,9 @@
 """One reconcile: plan, apply the desired children, prune the rest; and the status from what
 the children report.
 
-Everything that decides is pure (`plan_vram`, `render`, `build_status`); this module only
-sequences them around the `Kube` adapter, so the kopf handlers stay a few lines each.
+Everything that decides is pure (`plan_vram`, `render`, `build_status`) and takes the typed
+`VoiceDeployment`; this module only sequences them around the `Kube` adapter, so the kopf
+handlers stay a few lines each.
 """
 
 from __future__ import annotations
@@ -11,36 +12,30 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from parley_operator.api import COMPONENTS, VoiceDeployment, VoiceDeploymentSpec
 from parley_operator.kube import Kube
-from parley_operator.render import (
-    COMPONENT_LABEL,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    VD_LABEL,
-    llm_is_managed,
-    render,
-)
-from parley_operator.status import build_status, rollout_view
-from parley_operator.vram import COMPONENTS, VramPlan, plan_vram, selected_gpu_memory_gib
+from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL, render
+from parley_operator.status import build_status, refused_status, rollout_view
+from parley_operator.vram import VramPlan, plan_vram, selected_gpu_memory_gib
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def wanted_components(spec: dict[str, Any]) -> tuple[str, ...]:
+def wanted_components(spec: VoiceDeploymentSpec) -> tuple[str, ...]:
     """The components that run as Deployments: all three, less `llm` for an external server."""
-    return tuple(c for c in COMPONENTS if c != "llm" or llm_is_managed(spec))
+    return tuple(c for c in COMPONENTS if c != "llm" or spec.llm.managed)
 
 
-def plan_for(spec: dict[str, Any], node_labels: Iterable[Mapping[str, str]]) -> VramPlan:
+def plan_for(spec: VoiceDeploymentSpec, node_labels: Iterable[Mapping[str, str]]) -> VramPlan:
     """Plan `spec` against the GPU memory of the nodes it selects."""
-    selector = (spec.get("gpu") or {}).get("nodeSelector") or {}
+    selector = (spec.gpu.node_selector if spec.gpu else None) or {}
     return plan_vram(spec, selected_gpu_memory_gib(node_labels, selector))
 
 
 def apply_children(
-    kube: Kube, vd: dict[str, Any], plan: VramPlan, *, prune: bool
+    kube: Kube, vd: VoiceDeployment, plan: VramPlan, *, prune: bool
 ) -> dict[str, dict[str, Any]]:
     """Server-side apply every desired child (blocking); with `prune`, delete the children of
     `vd` that are no longer desired (a managed vLLM replaced by an external endpoint). A new
@@ -53,8 +48,8 @@ def apply_children(
         if manifest["kind"] == "Deployment":
             applied[manifest["metadata"]["labels"][COMPONENT_LABEL]] = rollout_view(stored)
     if prune:
-        namespace = vd["metadata"]["namespace"]
-        selector = f"{VD_LABEL}={vd['metadata']['name']},{MANAGED_BY_LABEL}={MANAGED_BY}"
+        namespace = vd.metadata.namespace
+        selector = f"{VD_LABEL}={vd.metadata.name},{MANAGED_BY_LABEL}={MANAGED_BY}"
         wanted = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in desired}
         for api_version, kind, name in kube.children(namespace, selector):
             if (api_version, kind, name) not in wanted:
@@ -63,12 +58,19 @@ def apply_children(
 
 
 def compute_status(
-    vd: dict[str, Any],
+    vd: VoiceDeployment,
     plan: VramPlan,
     children: dict[str, dict[str, Any]],
     previous: dict[str, Any],
     failure: str | None = None,
 ) -> dict[str, Any]:
-    generation = vd["metadata"].get("generation", 0)
-    wanted = wanted_components(vd["spec"])
-    return build_status(generation, plan, wanted, children, previous, _now(), failure)
+    wanted = wanted_components(vd.spec)
+    return build_status(vd.metadata.generation, plan, wanted, children, previous, _now(), failure)
+
+
+def compute_refused_status(
+    obj: Mapping[str, Any], problem: str, previous: dict[str, Any]
+) -> dict[str, Any]:
+    """The status of an object whose spec the models refuse (`obj` as the API returned it)."""
+    generation = int(obj["metadata"].get("generation", 0))
+    return refused_status(generation, problem, previous, _now())

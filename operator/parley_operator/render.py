@@ -10,11 +10,11 @@ spec twice changes nothing:
   (`spec.llm.gpu`); an external `spec.llm.endpoint` gets no objects, the runtime points at it;
 - tts: Deployment (`parley tts serve`) and Service (8000).
 
-`vd` is the object as the apiserver stores it (metadata.name, .namespace, .uid; spec with the
-schema defaults applied: `parley_operator.defaults.with_defaults` for tests). `plan` is
-`parley_operator.vram.plan_vram(spec)`; it must fit (the caller reports a plan that does not in
-the VRAMBudget condition and applies nothing). Every GPU number (GPUs per pod, VRAM caps, vLLM's
-`--gpu-memory-utilization`) comes from the plan, so what runs is what the budget promised.
+`vd` is the typed object (`parley_operator.api.VoiceDeployment`: metadata name, namespace and
+uid; the spec with its defaults). `plan` is `parley_operator.vram.plan_vram(vd.spec)`; it must
+fit (the caller reports a plan that does not in the VRAMBudget condition and applies nothing).
+Every GPU number (GPUs per pod, VRAM caps, vLLM's `--gpu-memory-utilization`) comes from the
+plan, so what runs is what the budget promised.
 
 Choices worth knowing:
 
@@ -48,10 +48,22 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from parley_operator.api import GROUP, KIND, MAX_NAME_LENGTH, NAME_PATTERN, VERSION
-from parley_operator.vram import COMPONENTS, ComponentCap, VramPlan
+from parley_operator.api import (
+    GROUP,
+    KIND,
+    MAX_NAME_LENGTH,
+    NAME_PATTERN,
+    VERSION,
+    ComponentSpec,
+    EnvVar,
+    GPUSpec,
+    VoiceDeployment,
+    VoiceDeploymentSpec,
+)
+from parley_operator.vram import ComponentCap, VramPlan
 
 Manifest = dict[str, Any]
 
@@ -75,48 +87,47 @@ _DNS_1035 = re.compile(NAME_PATTERN)
 # -- names, labels, ownership ---------------------------------------------------------------
 
 
-def child_name(vd: Manifest, component: str) -> str:
+def child_name(vd: VoiceDeployment, component: str) -> str:
     """`<vd>-runtime`, `<vd>-llm`, `<vd>-tts`: the Deployment's and the Service's name."""
-    return f"{vd['metadata']['name']}-{component}"
+    return f"{vd.metadata.name}-{component}"
 
 
-def service_url(vd: Manifest, component: str, port: int) -> str:
-    meta = vd["metadata"]
-    return f"http://{child_name(vd, component)}.{meta['namespace']}.svc:{port}/v1"
+def service_url(vd: VoiceDeployment, component: str, port: int) -> str:
+    return f"http://{child_name(vd, component)}.{vd.metadata.namespace}.svc:{port}/v1"
 
 
-def selector_labels(vd: Manifest, component: str) -> dict[str, str]:
+def selector_labels(vd: VoiceDeployment, component: str) -> dict[str, str]:
     """The stable subset that selects a component's pods (Deployment selectors are immutable)."""
     return {
         "app.kubernetes.io/name": f"parley-{component}",
-        "app.kubernetes.io/instance": vd["metadata"]["name"],
+        "app.kubernetes.io/instance": vd.metadata.name,
     }
 
 
-def labels(vd: Manifest, component: str) -> dict[str, str]:
+def labels(vd: VoiceDeployment, component: str) -> dict[str, str]:
     return {
         **selector_labels(vd, component),
         COMPONENT_LABEL: component,
         MANAGED_BY_LABEL: MANAGED_BY,
-        VD_LABEL: vd["metadata"]["name"],
+        VD_LABEL: vd.metadata.name,
     }
 
 
-def owner_reference(vd: Manifest) -> Manifest:
+def owner_reference(vd: VoiceDeployment) -> Manifest:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
-        "name": vd["metadata"]["name"],
-        "uid": vd["metadata"]["uid"],
+        "name": vd.metadata.name,
+        "uid": vd.metadata.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def object_meta(vd: Manifest, component: str) -> Manifest:
+def object_meta(vd: VoiceDeployment, component: str) -> Manifest:
     return {
         "name": child_name(vd, component),
-        "namespace": vd["metadata"]["namespace"],
+        "namespace": vd.metadata.namespace,
         "labels": labels(vd, component),
         "ownerReferences": [owner_reference(vd)],
     }
@@ -125,31 +136,26 @@ def object_meta(vd: Manifest, component: str) -> Manifest:
 # -- top level -------------------------------------------------------------------------------
 
 
-def llm_is_managed(spec: Manifest) -> bool:
-    """A managed vLLM (`llm.gpu`, no endpoint) rather than an external server."""
-    llm = spec["llm"]
-    return bool(llm.get("gpu")) and not llm.get("endpoint")
-
-
-def render(vd: Manifest, plan: VramPlan, *, runtime_replicas: int | None = None) -> list[Manifest]:
+def render(
+    vd: VoiceDeployment, plan: VramPlan, *, runtime_replicas: int | None = None
+) -> list[Manifest]:
     """Every desired child of `vd`, in a stable order. `runtime_replicas` overrides
     `runtime.replicas.min` (the autoscaler's decision, once there is one)."""
     _check(vd, plan)
-    spec = vd["spec"]
-    replicas = spec["runtime"]["replicas"]["min"] if runtime_replicas is None else runtime_replicas
+    replicas = vd.spec.runtime.replicas.min if runtime_replicas is None else runtime_replicas
     children = [
         runtime_deployment(vd, plan, replicas),
         service(vd, "runtime", RUNTIME_PORT),
         runtime_pdb(vd),
     ]
-    if llm_is_managed(spec):
+    if vd.spec.llm.managed:
         children += [llm_deployment(vd, plan), service(vd, "llm", SERVER_PORT)]
     children += [tts_deployment(vd, plan), service(vd, "tts", SERVER_PORT)]
     return children
 
 
-def _check(vd: Manifest, plan: VramPlan) -> None:
-    name = vd["metadata"]["name"]
+def _check(vd: VoiceDeployment, plan: VramPlan) -> None:
+    name = vd.metadata.name
     if not _DNS_1035.match(name) or len(name) > MAX_NAME_LENGTH:
         raise ValueError(
             f"VoiceDeployment name {name!r} cannot name its Services: it must be a DNS-1035 "
@@ -158,12 +164,7 @@ def _check(vd: Manifest, plan: VramPlan) -> None:
         )
     if not plan.fits:
         raise ValueError(f"the VRAM plan does not fit ({plan.reason}): {plan.message}")
-    llm = vd["spec"]["llm"]
-    if bool(llm.get("gpu")) == bool(llm.get("endpoint")):
-        raise ValueError("llm: set either endpoint or gpu, exactly one")
-    missing = [
-        c for c in COMPONENTS if vd["spec"].get(c, {}).get("gpu") and c not in plan.components
-    ]
+    missing = [c for c in vd.spec.gpu_requests() if c not in plan.components]
     if missing:
         raise ValueError(f"the VRAM plan has no cap for {', '.join(missing)}")
 
@@ -171,33 +172,33 @@ def _check(vd: Manifest, plan: VramPlan) -> None:
 # -- runtime ---------------------------------------------------------------------------------
 
 
-def runtime_deployment(vd: Manifest, plan: VramPlan, replicas: int) -> Manifest:
-    spec = vd["spec"]
-    runtime, llm, tts = spec["runtime"], spec["llm"], spec["tts"]
-    llm_url = service_url(vd, "llm", SERVER_PORT) if llm_is_managed(spec) else llm["endpoint"]
+def runtime_deployment(vd: VoiceDeployment, plan: VramPlan, replicas: int) -> Manifest:
+    runtime, llm, tts = vd.spec.runtime, vd.spec.llm, vd.spec.tts
+    # A managed vLLM has no endpoint (the spec has exactly one of the two): its Service.
+    llm_url = llm.endpoint or service_url(vd, "llm", SERVER_PORT)
     args = [
         "--host", "0.0.0.0",
         "--port", str(RUNTIME_PORT),
         "--llm-url", llm_url,
-        "--llm-model", llm["model"],
+        "--llm-model", llm.model,
         "--tts-url", service_url(vd, "tts", SERVER_PORT),
-        "--asr-model", runtime["asr"]["model"],
-        "--asr-device", runtime["asr"]["device"],
-        "--max-sessions", str(runtime["sessionsPerPod"]),
+        "--asr-model", runtime.asr.model,
+        "--asr-device", runtime.asr.device,
+        "--max-sessions", str(runtime.sessions_per_pod),
     ]  # fmt: skip
     env = {
         # The runtime asks the TTS server for this model and voice (no flags for them).
-        "PARLEY_TTS_MODEL": tts["backend"],
-        "PARLEY_TTS_VOICE": tts["voice"],
+        "PARLEY_TTS_MODEL": tts.backend,
+        "PARLEY_TTS_VOICE": tts.voice,
         "XDG_CACHE_HOME": CACHE_DIR,
     }
     container = parley_container(
         vd, "runtime", plan, ["parley", "runtime", "serve"], args, env, RUNTIME_PORT
     )
-    return deployment(vd, "runtime", plan, replicas, container, parley_volumes(spec))
+    return deployment(vd, "runtime", plan, replicas, container, parley_volumes(vd.spec))
 
 
-def runtime_pdb(vd: Manifest) -> Manifest:
+def runtime_pdb(vd: VoiceDeployment) -> Manifest:
     """At most one runtime pod voluntarily disrupted at a time (see the module docstring)."""
     return {
         "apiVersion": "policy/v1",
@@ -214,13 +215,13 @@ def runtime_pdb(vd: Manifest) -> Manifest:
 # -- llm (managed vLLM) ----------------------------------------------------------------------
 
 
-def llm_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
-    llm = vd["spec"]["llm"]
+def llm_deployment(vd: VoiceDeployment, plan: VramPlan) -> Manifest:
+    llm = vd.spec.llm
     cap = plan.components["llm"]
     args = [
-        "--model", llm["model"],
-        "--served-model-name", llm["model"],
-        "--max-model-len", str(llm["maxModelLen"]),
+        "--model", llm.model,
+        "--served-model-name", llm.model,
+        "--max-model-len", str(llm.max_model_len),
         "--gpu-memory-utilization", _number(cap.utilization),
         "--port", str(SERVER_PORT),
     ]  # fmt: skip
@@ -235,10 +236,10 @@ def llm_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
     }
     container = {
         "name": "llm",
-        "image": llm["image"],
+        "image": llm.image,
         # The image's entrypoint serves the OpenAI API; only arguments are given.
-        "args": [*args, *llm.get("args", [])],
-        "env": merge_env(env, llm.get("env", [])),
+        "args": [*args, *(llm.args or ())],
+        "env": merge_env(env, llm.env or ()),
         "ports": [_http_port(SERVER_PORT)],
         "resources": resources(llm, plan.components.get("llm")),
         **probes("llm", "/health", "/health"),
@@ -249,47 +250,47 @@ def llm_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
         "volumeMounts": [
             {"name": "cache", "mountPath": VLLM_HOME},
             {"name": "dshm", "mountPath": "/dev/shm"},
-            *models_mounts(vd["spec"]),
+            *models_mounts(vd.spec),
         ],
     }
     volumes = [
         {"name": "cache", "emptyDir": {}},
         # NCCL and PyTorch share tensors through /dev/shm; the runtime default is 64 MiB.
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        *models_volumes(vd["spec"]),
+        *models_volumes(vd.spec),
     ]
-    return deployment(vd, "llm", plan, llm["replicas"], container, volumes)
+    return deployment(vd, "llm", plan, llm.replicas, container, volumes)
 
 
 # -- tts -------------------------------------------------------------------------------------
 
 
-def tts_deployment(vd: Manifest, plan: VramPlan) -> Manifest:
-    tts = vd["spec"]["tts"]
+def tts_deployment(vd: VoiceDeployment, plan: VramPlan) -> Manifest:
+    tts = vd.spec.tts
     cap = plan.components.get("tts")
     args = [
         "--host", "0.0.0.0",
         "--port", str(SERVER_PORT),
-        "--default-model", tts["backend"],
-        "--default-voice", tts["voice"],
+        "--default-model", tts.backend,
+        "--default-voice", tts.voice,
     ]  # fmt: skip
     env = {"XDG_CACHE_HOME": CACHE_DIR, "PARLEY_TTS_XTTS_DEVICE": "cuda" if cap else "cpu"}
-    if tts["backend"] == "xtts":
-        env["PARLEY_TTS_XTTS_MODEL_DIR"] = tts["modelDir"]
+    if tts.backend == "xtts":
+        env["PARLEY_TTS_XTTS_MODEL_DIR"] = tts.model_dir
     if cap is not None:
         args += ["--vram-cap-gib", _number(cap.vram_gib)]
         env["PARLEY_VRAM_CAP_GIB"] = _number(cap.vram_gib)
     container = parley_container(
         vd, "tts", plan, ["parley", "tts", "serve"], args, env, SERVER_PORT
     )
-    return deployment(vd, "tts", plan, tts["replicas"], container, parley_volumes(vd["spec"]))
+    return deployment(vd, "tts", plan, tts.replicas, container, parley_volumes(vd.spec))
 
 
 # -- building blocks -------------------------------------------------------------------------
 
 
 def parley_container(
-    vd: Manifest,
+    vd: VoiceDeployment,
     component: str,
     plan: VramPlan,
     command: list[str],
@@ -299,13 +300,13 @@ def parley_container(
 ) -> Manifest:
     """A container of the Parley image: read-only root, /tmp and the cache on emptyDirs, the
     model weights where `spec.models` puts them."""
-    spec = vd["spec"][component]
+    spec = vd.spec.component(component)
     return {
         "name": component,
-        "image": spec["image"],
+        "image": spec.image,
         "command": command,
-        "args": [*args, *spec.get("args", [])],
-        "env": merge_env(env, spec.get("env", [])),
+        "args": [*args, *(spec.args or ())],
+        "env": merge_env(env, spec.env or ()),
         "ports": [_http_port(port)],
         "resources": resources(spec, plan.components.get(component)),
         **probes(component, "/readyz", "/healthz"),
@@ -313,12 +314,12 @@ def parley_container(
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": CACHE_DIR},
-            *models_mounts(vd["spec"]),
+            *models_mounts(vd.spec),
         ],
     }
 
 
-def parley_volumes(spec: Manifest) -> list[Manifest]:
+def parley_volumes(spec: VoiceDeploymentSpec) -> list[Manifest]:
     return [
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
@@ -326,42 +327,41 @@ def parley_volumes(spec: Manifest) -> list[Manifest]:
     ]
 
 
-def models_volumes(spec: Manifest) -> list[Manifest]:
+def models_volumes(spec: VoiceDeploymentSpec) -> list[Manifest]:
     """The `spec.models` claim as the pod's `models` volume; none without `spec.models`."""
-    models = spec.get("models")
-    if not models:
+    models = spec.models
+    if models is None:
         return []
-    claim = {"claimName": models["claimName"], "readOnly": models["readOnly"]}
+    claim = {"claimName": models.claim_name, "readOnly": models.read_only}
     return [{"name": MODELS_VOLUME, "persistentVolumeClaim": claim}]
 
 
-def models_mounts(spec: Manifest) -> list[Manifest]:
+def models_mounts(spec: VoiceDeploymentSpec) -> list[Manifest]:
     """The `models` volume at `spec.models.mountPath`; none without `spec.models`."""
-    models = spec.get("models")
-    if not models:
+    models = spec.models
+    if models is None:
         return []
-    return [
-        {"name": MODELS_VOLUME, "mountPath": models["mountPath"], "readOnly": models["readOnly"]}
-    ]
+    return [{"name": MODELS_VOLUME, "mountPath": models.mount_path, "readOnly": models.read_only}]
 
 
 def deployment(
-    vd: Manifest,
+    vd: VoiceDeployment,
     component: str,
     plan: VramPlan,
     replicas: int,
     container: Manifest,
     volumes: list[Manifest],
 ) -> Manifest:
-    gpu = component in plan.components
-    shared = gpu and vd["spec"].get("gpu", {}).get("placement") == "shared"
+    # The plan has caps only for GPU components, and only when spec.gpu is set.
+    gpu = vd.spec.gpu if component in plan.components else None
+    shared = gpu is not None and gpu.placement == "shared"
     pod_spec: Manifest = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security(),
         "containers": [container],
         "volumes": volumes,
-        **(gpu_scheduling(vd, plan) if gpu else {}),
+        **(gpu_scheduling(vd, gpu, plan) if gpu is not None else {}),
     }
     strategy: Manifest = (
         {"type": "Recreate"}
@@ -383,7 +383,7 @@ def deployment(
     }
 
 
-def service(vd: Manifest, component: str, port: int) -> Manifest:
+def service(vd: VoiceDeployment, component: str, port: int) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -396,7 +396,7 @@ def service(vd: Manifest, component: str, port: int) -> Manifest:
     }
 
 
-def gpu_scheduling(vd: Manifest, plan: VramPlan) -> Manifest:
+def gpu_scheduling(vd: VoiceDeployment, gpu: GPUSpec, plan: VramPlan) -> Manifest:
     """Node selector, tolerations and, in `shared` placement, co-location of a GPU pod.
 
     In `shared` placement the GPU components' caps add up to one GPU's working cap and they
@@ -409,20 +409,18 @@ def gpu_scheduling(vd: Manifest, plan: VramPlan) -> Manifest:
     self-matching affinity) and the others follow it. On a node with several GPUs, one shared
     GPU needs the device plugin's sharing configured for that GPU (or a one-GPU node).
     """
-    spec = vd["spec"]
-    gpu = spec.get("gpu", {})
     scheduling: Manifest = {}
-    if gpu.get("nodeSelector"):
-        scheduling["nodeSelector"] = dict(sorted(gpu["nodeSelector"].items()))
-    if gpu.get("tolerations"):
-        scheduling["tolerations"] = copy.deepcopy(gpu["tolerations"])
-    if gpu.get("placement") == "shared":
+    if gpu.node_selector:
+        scheduling["nodeSelector"] = dict(sorted(gpu.node_selector.items()))
+    if gpu.tolerations:
+        scheduling["tolerations"] = copy.deepcopy(list(gpu.tolerations))
+    if gpu.placement == "shared":
         scheduling["affinity"] = {
             "podAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": [
                     {
                         "labelSelector": {
-                            "matchLabels": {VD_LABEL: vd["metadata"]["name"]},
+                            "matchLabels": {VD_LABEL: vd.metadata.name},
                             "matchExpressions": [
                                 {
                                     "key": COMPONENT_LABEL,
@@ -439,9 +437,9 @@ def gpu_scheduling(vd: Manifest, plan: VramPlan) -> Manifest:
     return scheduling
 
 
-def resources(component_spec: Manifest, cap: ComponentCap | None) -> Manifest:
+def resources(component_spec: ComponentSpec, cap: ComponentCap | None) -> Manifest:
     """The spec's requests and limits, with `nvidia.com/gpu` set from the plan."""
-    merged: Manifest = copy.deepcopy(component_spec.get("resources") or {})
+    merged: Manifest = copy.deepcopy(component_spec.resources)
     if cap is not None:
         merged.setdefault("limits", {})[GPU_RESOURCE] = cap.gpus
         if GPU_RESOURCE in merged.get("requests", {}):
@@ -449,11 +447,11 @@ def resources(component_spec: Manifest, cap: ComponentCap | None) -> Manifest:
     return merged
 
 
-def merge_env(base: dict[str, str], extra: list[Manifest]) -> list[Manifest]:
+def merge_env(base: dict[str, str], extra: Iterable[EnvVar]) -> list[Manifest]:
     """`base` overridden by the spec's `env` (by name; the last duplicate wins), sorted."""
     merged: dict[str, Manifest] = {name: {"name": name, "value": v} for name, v in base.items()}
     for item in extra:
-        merged[item["name"]] = copy.deepcopy(item)
+        merged[item.name] = item.model_dump(exclude_none=True)
     return [merged[name] for name in sorted(merged)]
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from parley_operator.api import COMPONENTS
 from parley_operator.conditions import ConditionType, Reason
-from parley_operator.vram import COMPONENTS, VramPlan
+from parley_operator.vram import VramPlan
 
 OWN_CONDITIONS = (
     ConditionType.READY,
@@ -170,6 +171,20 @@ def build_status(
         "runtimeReplicas": f"{runtime['ready']}/{runtime['desired']}",
         "vramPlan": [g.as_status() for g in plan.gpus],
     }
+
+
+def refused_status(
+    generation: int, problem: str, previous: dict[str, Any], now: str
+) -> dict[str, Any]:
+    """The status of an object whose spec cannot be read: not Ready and Degraded, saying why;
+    nothing is planned or applied, so the rest stays as it was."""
+    old = previous.get("conditions", [])
+    refused = [
+        condition(ConditionType.READY, False, Reason.SPEC_REFUSED, problem, generation, old, now),
+        condition(ConditionType.DEGRADED, True, Reason.SPEC_REFUSED, problem, generation, old, now),
+    ]
+    kept = [c for c in old if c.get("type") not in (ConditionType.READY, ConditionType.DEGRADED)]
+    return {"observedGeneration": generation, "conditions": refused + kept}
 
 
 def reconcile_failure(previous: dict[str, Any]) -> str | None:

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from parley_operator.api import VoiceDeploymentSpec
 from parley_operator.conditions import Reason
 
-COMPONENTS = ("runtime", "llm", "tts")
 #: GPU Feature Discovery reports usable MiB, a little under the marketed size that people write
 #: in specs (an H100 80GB reports 81559 MiB = 79.6 GiB, an L4 "24GB" 23034 MiB = 22.5 GiB).
 #: Nodes are judged too small only below 90 % of the spec's memoryGiB.
@@ -81,26 +81,21 @@ def _num(value: float) -> str:
     return f"{round(value, 1):g}"
 
 
-def plan_vram(spec: dict[str, Any], node_gpu_memory_gib: float | None = None) -> VramPlan:
-    """Plan `spec` (defaults applied). `node_gpu_memory_gib`: the smallest GPU memory of the
-    nodes the spec selects, when known (from GPU Feature Discovery's labels)."""
-    using = {c: spec[c]["gpu"] for c in COMPONENTS if spec.get(c, {}).get("gpu")}
-    gpu = spec.get("gpu")
+def plan_vram(spec: VoiceDeploymentSpec, node_gpu_memory_gib: float | None = None) -> VramPlan:
+    """Plan `spec`. `node_gpu_memory_gib`: the smallest GPU memory of the nodes the spec
+    selects, when known (from GPU Feature Discovery's labels)."""
+    using = spec.gpu_requests()
+    gpu = spec.gpu
     if not using or gpu is None:
         return VramPlan(True, Reason.NO_GPU, "no component uses a GPU", None, {}, ())
-    memory = float(gpu["memoryGiB"])
-    headroom = float(gpu.get("headroomGiB", 4))
+    memory = float(gpu.memory_gib)
+    headroom = float(gpu.headroom_gib)
     cap = memory - headroom
     components = {
-        name: ComponentCap(
-            name,
-            int(g.get("count", 1)),
-            float(g["vramGiB"]),
-            round(float(g["vramGiB"]) / memory, 4),
-        )
+        name: ComponentCap(name, g.count, float(g.vram_gib), round(float(g.vram_gib) / memory, 4))
         for name, g in using.items()
     }
-    if gpu.get("placement", "exclusive") == "shared":
+    if gpu.placement == "shared":
         used = sum(c.vram_gib for c in components.values())
         gpus: tuple[GPUAssignment, ...] = (GPUAssignment("shared-0", tuple(components), cap, used),)
     else:

@@ -1,0 +1,447 @@
+"""The VoiceDeployment spec as frozen pydantic models: the one place its fields are defined.
+
+As in a kubebuilder operator's `*_types.go`, every field carries its validation beside it:
+type, default, range, enum, and a description (a model's docstring describes the object). The
+CRD's OpenAPI schema is generated from these models (`parley_operator.api.schema`). CEL rules,
+which only the apiserver evaluates, sit on the model or field they check, as
+`x-kubernetes-validations` in `json_schema_extra`; the two that the pure functions rely on
+(llm: an endpoint or a gpu; spec.gpu when a component asks for GPUs) are also model validators.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "parley.dev"
+VERSION = "v1alpha1"
+KIND = "VoiceDeployment"
+PLURAL = "voicedeployments"
+SHORT_NAMES = ["vd"]
+
+Schema = dict[str, Any]
+
+COMPONENTS = ("runtime", "llm", "tts")
+
+DEFAULT_IMAGES = {
+    "runtime": "ghcr.io/parley-voice/parley:0.1.0",
+    "llm": "vllm/vllm-openai:v0.11.0",
+    "tts": "ghcr.io/parley-voice/parley:0.1.0",
+}
+
+#: Requests a component's container gets when its spec sets no `resources` (no limits: the
+#: GPU limit comes from the VRAM plan).
+DEFAULT_RESOURCES = {
+    "runtime": {"requests": {"cpu": "1", "memory": "1Gi"}},
+    "llm": {"requests": {"cpu": "2", "memory": "16Gi"}},
+    "tts": {"requests": {"cpu": "1", "memory": "1Gi"}},
+}
+
+#: Children are named `<name>-runtime` (the longest), `<name>-llm`, `<name>-tts`, and a
+#: Service's name must be a DNS-1035 label of at most 63 characters.
+MAX_NAME_LENGTH = 63 - len("-runtime")
+NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+DEFAULT_MODELS_PATH = "/models"
+DEFAULT_XTTS_MODEL_DIR = f"{DEFAULT_MODELS_PATH}/xtts-v2"
+#: Where the pods mount their own volumes (render.py); `spec.models` stays clear of them.
+POD_MOUNT_PATHS = ("/tmp", "/var/cache/parley", "/var/cache/vllm", "/dev/shm")
+_POD_MOUNT_PATHS_CEL = ", ".join(f"'{p}'" for p in POD_MOUNT_PATHS)
+_ABSOLUTE_PATH = "^(/[^/]+)+$"
+_DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+#: Messages of the CEL rules that the models mirror.
+LLM_ENDPOINT_OR_GPU = (
+    "llm: set either endpoint (an external OpenAI-compatible server) or gpu "
+    "(a managed vLLM), exactly one"
+)
+GPU_NEEDED = "components request GPUs: set spec.gpu (memoryGiB per GPU)"
+
+
+# -- CEL ---------------------------------------------------------------------------------------
+
+
+def rule(expression: str, message: str, field_path: str | None = None) -> Schema:
+    """A CEL validation. Static messages: the apiserver refuses `messageExpression`s that build
+    strings from numbers here (their estimated cost is over budget). `field_path` names the
+    field an error is reported at (default: the object the rule sits on)."""
+    validation: Schema = {"rule": expression, "message": message}
+    if field_path:
+        validation["fieldPath"] = field_path
+    return validation
+
+
+def cel(*rules: Schema) -> Schema:
+    """`json_schema_extra` carrying CEL rules into the generated schema."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def _vram(component: str) -> str:
+    return f"(has(self.{component}.gpu) ? self.{component}.gpu.vramGiB : 0.0)"
+
+
+def _cap_rule(component: str) -> Schema:
+    return rule(
+        f"!has(self.{component}.gpu) || !has(self.gpu) || "
+        f"self.{component}.gpu.vramGiB <= self.gpu.memoryGiB - self.gpu.headroomGiB",
+        f"VRAM budget: {component}.gpu.vramGiB exceeds the per-GPU working cap "
+        "(gpu.memoryGiB - gpu.headroomGiB)",
+    )
+
+
+def _shared_rule() -> Schema:
+    total = " + ".join(_vram(c) for c in COMPONENTS)
+    return rule(
+        f"!has(self.gpu) || self.gpu.placement != 'shared' || "
+        f"{total} <= self.gpu.memoryGiB - self.gpu.headroomGiB",
+        "VRAM budget exceeded: in shared placement the runtime, llm and tts gpu.vramGiB must sum "
+        "to at most the shared GPU's working cap (gpu.memoryGiB - gpu.headroomGiB)",
+    )
+
+
+def _absolute_path(field: str, description: str, default: str, *rules: Schema) -> Any:
+    """A path inside a container: absolute, no trailing slash (CEL, for a readable message)."""
+    return Field(
+        default,
+        max_length=256,
+        description=description,
+        json_schema_extra=cel(
+            rule(
+                f"self.matches('{_ABSOLUTE_PATH}')",
+                f"{field} must be an absolute path such as {default} (no trailing slash)",
+            ),
+            *rules,
+        ),
+    )
+
+
+# -- the spec ----------------------------------------------------------------------------------
+
+
+class APIModel(BaseModel):
+    """A part of the spec: camelCase keys as in the CRD, immutable, unknown keys refused (the
+    apiserver prunes them from what it stores, so one here is a typo in a manifest)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        protected_namespaces=(),
+    )
+
+
+class ComponentGPU(APIModel):
+    """GPUs for this component and the GPU memory it may use (its VRAM cap)."""
+
+    count: int = Field(1, ge=1, le=8, description="GPUs requested (nvidia.com/gpu).")
+    vram_gib: float = Field(
+        alias="vramGiB",
+        ge=0,
+        description="VRAM cap in GiB; at most the per-GPU working cap (memoryGiB - headroomGiB).",
+    )
+
+
+class EnvVar(APIModel):
+    """An environment variable."""
+
+    name: str = Field(description="Name.")
+    value: str | None = Field(None, description="Value.")
+
+
+def _image(component: str) -> Any:
+    return Field(DEFAULT_IMAGES[component], description=f"Container image for the {component}.")
+
+
+def _resources(component: str) -> Any:
+    return Field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES[component]),
+        description="Kubernetes resource requests and limits (CPU, memory) for the container; "
+        "when absent, requests only. nvidia.com/gpu is set from the VRAM plan.",
+    )
+
+
+class ComponentSpec(APIModel):
+    """What the runtime, the LLM and the TTS server have in common."""
+
+    image: str
+    gpu: ComponentGPU | None = None
+    resources: dict[str, Any]
+    args: tuple[str, ...] | None = Field(
+        None, description="Extra command-line arguments appended to the container's."
+    )
+    env: tuple[EnvVar, ...] | None = Field(None, description="Extra environment variables.")
+
+
+class ReplicaBounds(APIModel):
+    """Bounds for the runtime's replica count (the autoscaler moves within them)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            rule(
+                "self.min <= self.max",
+                "runtime.replicas.min must not exceed runtime.replicas.max",
+            )
+        )
+    )
+
+    min: int = Field(1, ge=0, le=1000, description="Fewest replicas.")
+    max: int = Field(1, ge=1, le=1000, description="Most replicas.")
+
+
+class ASRSpec(APIModel):
+    """Speech recognition (faster-whisper)."""
+
+    model: str = Field(
+        "tiny.en",
+        description="tiny.en (packaged) or a CTranslate2 model directory, e.g. under "
+        "models.mountPath.",
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where ASR runs.")
+
+
+class RuntimeSpec(ComponentSpec):
+    """The voice runtime (parley runtime serve): WebRTC sessions, VAD, ASR, turn-taking."""
+
+    image: str = _image("runtime")
+    resources: dict[str, Any] = _resources("runtime")
+    replicas: ReplicaBounds = Field(default_factory=ReplicaBounds)
+    sessions_per_pod: int = Field(8, ge=1, le=1000, description="Session cap of each runtime pod.")
+    asr: ASRSpec = Field(default_factory=ASRSpec)
+
+
+class LLMSpec(ComponentSpec):
+    """The LLM: a managed vLLM (set gpu) or an external OpenAI-compatible server (set endpoint)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(rule("has(self.endpoint) != has(self.gpu)", LLM_ENDPOINT_OR_GPU))
+    )
+
+    image: str = _image("llm")
+    resources: dict[str, Any] = _resources("llm")
+    model: str = Field(
+        min_length=1,
+        description="Model name (vLLM --model and --served-model-name; the name sent to an "
+        "external server). For a managed vLLM a directory under models.mountPath loads local "
+        "weights.",
+    )
+    endpoint: str | None = Field(
+        None,
+        pattern="^https?://",
+        description="Base URL of an external OpenAI-compatible server, e.g. http://llm:8000/v1.",
+    )
+    max_model_len: int = Field(8192, ge=256, le=1048576, description="vLLM --max-model-len.")
+    replicas: int = Field(1, ge=0, le=64, description="vLLM replicas.")
+
+    @model_validator(mode="after")
+    def _endpoint_or_gpu(self) -> Self:
+        if (self.endpoint is None) == (self.gpu is None):
+            raise ValueError(LLM_ENDPOINT_OR_GPU)
+        return self
+
+    @property
+    def managed(self) -> bool:
+        """A vLLM the operator runs (`gpu`), not an external server (`endpoint`)."""
+        return self.gpu is not None
+
+
+class TTSSpec(ComponentSpec):
+    """The speech server (parley tts serve)."""
+
+    image: str = _image("tts")
+    resources: dict[str, Any] = _resources("tts")
+    backend: Literal["piper", "xtts"] = Field("piper", description="piper (CPU) or xtts (GPU).")
+    voice: str = Field("en_US-joe-medium", description="Default voice.")
+    model_dir: str = _absolute_path(
+        "tts.modelDir",
+        "XTTS-v2 checkpoint directory (config.json, model.pth, vocab.json, speakers_xtts.pth) "
+        "used by the xtts backend: under models.mountPath, or baked into the image.",
+        DEFAULT_XTTS_MODEL_DIR,
+    )
+    replicas: int = Field(1, ge=0, le=64, description="TTS replicas.")
+
+
+class ModelsVolume(APIModel):
+    """Model weights on a PersistentVolumeClaim, mounted into every component's pod (runtime,
+    vLLM, TTS). Parley's components never download weights."""
+
+    claim_name: str = Field(
+        max_length=253,
+        pattern=_DNS_1123_SUBDOMAIN,
+        description="The PersistentVolumeClaim holding the weights, in this VoiceDeployment's "
+        "namespace.",
+    )
+    mount_path: str = _absolute_path(
+        "models.mountPath",
+        "Where the claim is mounted in each container.",
+        DEFAULT_MODELS_PATH,
+        rule(
+            f"![{_POD_MOUNT_PATHS_CEL}].exists(p, p == self || p.startsWith(self + '/'))",
+            "models.mountPath must not be, or contain, a path the pods mount already "
+            f"({', '.join(POD_MOUNT_PATHS)})",
+        ),
+    )
+    read_only: bool = Field(True, description="Mount the claim read-only.")
+
+
+class GPUSpec(APIModel):
+    """The GPUs of the cluster this deployment runs on, and how components share them."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            rule(
+                "self.headroomGiB < self.memoryGiB",
+                "gpu.headroomGiB must be less than gpu.memoryGiB",
+            )
+        )
+    )
+
+    memory_gib: float = Field(
+        alias="memoryGiB",
+        ge=0,
+        le=1024,
+        description="GPU memory per GPU in GiB (e.g. 80 for an H100 80GB).",
+    )
+    headroom_gib: float = Field(
+        4, alias="headroomGiB", ge=0, description="GPU memory kept free on every GPU."
+    )
+    placement: Literal["exclusive", "shared"] = Field(
+        "exclusive",
+        description="exclusive: each component on its own GPU; shared: all on one GPU "
+        "(time-slicing or MPS), their caps summing to the working cap.",
+    )
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels GPU pods must match."
+    )
+    tolerations: tuple[dict[str, Any], ...] | None = Field(
+        None, description="Tolerations for GPU pods (e.g. nvidia.com/gpu:NoSchedule)."
+    )
+
+
+class SLOSpec(APIModel):
+    """Service-level objectives (DESIGN.md latency definitions)."""
+
+    ttfa_p95_ms: int = Field(250, ge=1, le=60000, description="Time to first audio, p95, in ms.")
+    barge_in_p95_ms: int = Field(150, ge=1, le=60000, description="Barge-in latency, p95, in ms.")
+
+
+class ScalingSpec(APIModel):
+    """Runtime autoscaling from the SCOS signals the runtime pods report."""
+
+    enabled: bool = Field(True, description="Scale the runtime.")
+    target_utilization: int = Field(
+        70, ge=1, le=100, description="Target active/capacity sessions, percent."
+    )
+    scale_up_stabilization_seconds: int = Field(
+        30, ge=0, le=3600, description="Wait before scaling up again."
+    )
+    scale_down_stabilization_seconds: int = Field(
+        300, ge=0, le=86400, description="Wait before scaling down."
+    )
+    drain_timeout_seconds: int = Field(
+        600, ge=0, le=86400, description="Most time a draining pod is given."
+    )
+
+
+class SoakSpec(APIModel):
+    """Soak tests run as Jobs; their results land in status."""
+
+    schedule: str = Field("", description="Cron schedule; empty runs no scheduled soak.")
+    sessions: int = Field(4, ge=1, le=10000, description="Concurrent sessions.")
+    duration_seconds: int = Field(300, ge=10, le=86400, description="How long each soak runs.")
+
+
+class VoiceDeploymentSpec(APIModel):
+    """The desired voice deployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            rule(
+                f"!({' || '.join(f'has(self.{c}.gpu)' for c in COMPONENTS)}) || has(self.gpu)",
+                GPU_NEEDED,
+            ),
+            *[_cap_rule(c) for c in COMPONENTS],
+            _shared_rule(),
+        )
+    )
+
+    gpu: GPUSpec | None = None
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    llm: LLMSpec
+    tts: TTSSpec = Field(default_factory=TTSSpec)
+    models: ModelsVolume | None = None
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    soak: SoakSpec = Field(default_factory=SoakSpec)
+
+    @model_validator(mode="after")
+    def _gpu_given_when_requested(self) -> Self:
+        if self.gpu is None and self.gpu_requests():
+            raise ValueError(GPU_NEEDED)
+        return self
+
+    def component(self, name: str) -> ComponentSpec:
+        """`runtime`, `llm` or `tts`, by name."""
+        components: dict[str, ComponentSpec] = {
+            "runtime": self.runtime,
+            "llm": self.llm,
+            "tts": self.tts,
+        }
+        return components[name]
+
+    def gpu_requests(self) -> dict[str, ComponentGPU]:
+        """Component → its GPU request, for the components that ask for GPUs."""
+        requests = {name: self.component(name).gpu for name in COMPONENTS}
+        return {name: gpu for name, gpu in requests.items() if gpu is not None}
+
+
+def with_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """`spec` as the apiserver stores it: every schema default filled in, absent fields
+    absent (for tests and tools that start from a manifest)."""
+    parsed = VoiceDeploymentSpec.model_validate(spec)
+    return parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# -- the object --------------------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The metadata the operator reads (the rest is ignored)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 0
+
+
+class InvalidSpec(ValueError):
+    """A VoiceDeployment the models refuse: the CRD should have refused it first, so this
+    means the stored object and the models disagree (an object stored under an older CRD)."""
+
+
+class VoiceDeployment(BaseModel):
+    """A VoiceDeployment as the pure functions take it: its metadata and typed spec."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    metadata: ObjectMeta
+    spec: VoiceDeploymentSpec
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> VoiceDeployment:
+        """Parse an object from the API (apiVersion, kind and status are ignored); `InvalidSpec`
+        names every field refused."""
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise InvalidSpec(f"the VoiceDeployment cannot be read: {problems}") from exc
