@@ -185,6 +185,27 @@ def test_a_child_deleted_by_hand_is_put_back(cluster: ControlPlane, operator: Ko
     assert vd["status"]["tts"] == {"desired": 1, "ready": 1}
 
 
+def test_a_reconcile_keeps_the_scaled_runtime_replicas(
+    cluster: ControlPlane, operator: KopfRunner
+) -> None:
+    """The autoscaler's decision (here: a scale to 3) survives a spec change; a lower max
+    clamps it."""
+    eventually(lambda: ready(cluster, "cpu-agent"), "cpu-agent Ready")
+    cluster.kubectl("scale", "deployment", "cpu-agent-runtime", "-n", NS, "--replicas=3")
+
+    def runtime_with(env: str, replicas: int) -> dict[str, Any] | None:
+        d = get(cluster, "deployment", "cpu-agent-runtime")
+        names = [e["name"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]]
+        return d if env in names and d["spec"]["replicas"] == replicas else None
+
+    patch = {"spec": {"runtime": {"env": [{"name": "PARLEY_PROBE", "value": "1"}]}}}
+    cluster.kubectl("patch", "vd", "cpu-agent", "-n", NS, "--type=merge", "-p", json.dumps(patch))
+    eventually(lambda: runtime_with("PARLEY_PROBE", 3), "the spec change applied, 3 kept")
+    patch = {"spec": {"runtime": {"replicas": {"max": 2}}}}
+    cluster.kubectl("patch", "vd", "cpu-agent", "-n", NS, "--type=merge", "-p", json.dumps(patch))
+    eventually(lambda: runtime_with("PARLEY_PROBE", 2), "replicas clamped to the new max")
+
+
 def test_reconcile_time_budget_problem_sets_the_condition_and_an_event(
     cluster: ControlPlane, operator: KopfRunner
 ) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from parley.cli import _runtime_overrides, build_parser
 from parley_operator.api import POD_MOUNT_PATHS, VoiceDeployment, with_defaults
+from parley_operator.reconcile import kept_runtime_replicas
 from parley_operator.render import render
 from parley_operator.vram import plan_vram
 from parley_runtime import RuntimeSettings
@@ -128,6 +129,7 @@ def test_cpu_runtime_points_at_the_external_llm_and_the_tts_service() -> None:
         "--asr-model", "tiny.en",
         "--asr-device", "cpu",
         "--max-sessions", "8",
+        "--drain-timeout-s", "600",
     ]  # fmt: skip
     # The schema's default requests, and no GPU.
     assert runtime["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}}
@@ -162,6 +164,34 @@ def test_runtime_replicas_start_at_min_and_follow_the_autoscaler() -> None:
     assert find(scaled, "Deployment", "support-agent-runtime")["spec"]["replicas"] == 5
     assert find(scaled, "Deployment", "support-agent-llm")["spec"]["replicas"] == 1
     assert find(scaled, "Deployment", "support-agent-tts")["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize(("current", "kept"), [(None, 2), (3, 3), (1, 2), (9, 8)])
+def test_a_reconcile_keeps_the_scaled_runtime_replicas_within_bounds(
+    current: int | None, kept: int
+) -> None:
+    vd = voice_deployment("gpu-exclusive.yaml")
+    assert (vd.spec.runtime.replicas.min, vd.spec.runtime.replicas.max) == (2, 8)
+    assert kept_runtime_replicas(vd.spec, current) == kept
+
+
+def test_runtime_pods_drain_before_they_stop() -> None:
+    vd = voice_deployment("gpu-exclusive.yaml")
+    deployment = find(render(vd, plan_vram(vd.spec)), "Deployment", "support-agent-runtime")
+    pod = deployment["spec"]["template"]["spec"]
+    runtime = pod["containers"][0]
+    timeout = vd.spec.scaling.drain_timeout_seconds
+    assert runtime["lifecycle"]["preStop"]["exec"]["command"] == [
+        "parley", "runtime", "drain", "--url", "http://127.0.0.1:8080",
+        "--wait", "--timeout-s", str(timeout),
+    ]  # fmt: skip
+    assert pod["terminationGracePeriodSeconds"] > timeout
+    args = runtime["args"]
+    assert args[args.index("--drain-timeout-s") + 1] == str(timeout)
+    for other in ("support-agent-llm", "support-agent-tts"):
+        spec = find(render(vd, plan_vram(vd.spec)), "Deployment", other)["spec"]["template"]
+        assert "terminationGracePeriodSeconds" not in spec["spec"]
+        assert "lifecycle" not in spec["spec"]["containers"][0]
 
 
 # -- vLLM, TTS and GPUs ----------------------------------------------------------------------

@@ -64,8 +64,14 @@ async def _patch_status(namespace: str, name: str, status: dict[str, Any]) -> No
     await asyncio.to_thread(lambda: kube().patch_status(namespace, name, status))
 
 
-async def _apply(vd: VoiceDeployment, plan: VramPlan, *, prune: bool) -> dict[str, Any]:
-    return await asyncio.to_thread(lambda: apply_children(kube(), vd, plan, prune=prune))
+async def _apply(
+    vd: VoiceDeployment, plan: VramPlan, children: dict[str, Any], *, prune: bool
+) -> dict[str, Any]:
+    runtime = children.get("runtime")
+    current = None if runtime is None else int(runtime["spec"]["replicas"])
+    return await asyncio.to_thread(
+        lambda: apply_children(kube(), vd, plan, prune=prune, runtime_replicas=current)
+    )
 
 
 def _post(vd: dict[str, Any], notice: Notice) -> None:
@@ -177,11 +183,12 @@ async def reconcile(
         raise kopf.PermanentError(problem) from exc
     meta = vd.metadata
     plan = plan_for(vd.spec, _nodes(gpu_nodes))
+    watched = _children(children_by_owner, meta.namespace, meta.name)
     applied: dict[str, Any] = {}
     failure, retry = None, False
     if plan.fits:
         try:
-            applied = await _apply(vd, plan, prune=reason != kopf.Reason.CREATE)
+            applied = await _apply(vd, plan, watched, prune=reason != kopf.Reason.CREATE)
         except ValueError as exc:
             failure = str(exc)
         except ApiException as exc:
@@ -223,7 +230,7 @@ async def child_changed(
     plan = plan_for(vd.spec, _nodes(gpu_nodes))
     if event["type"] == "DELETED" and plan.fits:
         log.info("%s/%s lost a child Deployment; applying it again", namespace, owner)
-        await _apply(vd, plan, prune=False)
+        await _apply(vd, plan, {}, prune=False)
     await publisher().publish(
         view,
         lambda previous: compute_status(

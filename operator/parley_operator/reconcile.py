@@ -34,14 +34,29 @@ def plan_for(spec: VoiceDeploymentSpec, node_labels: Iterable[Mapping[str, str]]
     return plan_vram(spec, selected_gpu_memory_gib(node_labels, selector))
 
 
+def kept_runtime_replicas(spec: VoiceDeploymentSpec, current: int | None) -> int:
+    """The runtime replicas a reconcile applies: what the Deployment has now (the operator is
+    its only writer, and the autoscaler moves it), within the spec's bounds; `min` for a new
+    Deployment. A reconcile therefore never undoes a scaling decision."""
+    bounds = spec.runtime.replicas
+    return bounds.min if current is None else max(bounds.min, min(bounds.max, current))
+
+
 def apply_children(
-    kube: Kube, vd: VoiceDeployment, plan: VramPlan, *, prune: bool
+    kube: Kube,
+    vd: VoiceDeployment,
+    plan: VramPlan,
+    *,
+    prune: bool,
+    runtime_replicas: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Server-side apply every desired child (blocking); with `prune`, delete the children of
     `vd` that are no longer desired (a managed vLLM replaced by an external endpoint). A new
-    object has nothing to prune, so creation skips the three list calls. Returns component →
-    the `rollout_view` of its Deployment as applied."""
-    desired = render(vd, plan)
+    object has nothing to prune, so creation skips the three list calls. `runtime_replicas`:
+    the runtime Deployment's current `spec.replicas`, if it exists. Returns component → the
+    `rollout_view` of its Deployment as applied."""
+    replicas = kept_runtime_replicas(vd.spec, runtime_replicas)
+    desired = render(vd, plan, runtime_replicas=replicas)
     applied = {}
     for manifest in desired:
         stored = kube.apply(manifest)

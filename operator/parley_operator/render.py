@@ -29,6 +29,10 @@ Choices worth knowing:
 - Rollouts: CPU-only and exclusive-GPU workloads roll with a surge of one and nothing
   unavailable (capacity is kept; an exclusive surge pod gets its own GPU). GPU workloads in
   `shared` placement use `Recreate`: a second copy on the shared GPU would break its budget.
+- Runtime termination: a `preStop` hook runs `parley runtime drain --wait` (an exec, no curl
+  in the image), so a rollout, a node drain or a scale-down lets live conversations end before
+  the SIGTERM; `terminationGracePeriodSeconds` is the drain timeout plus a margin, and the
+  runtime's own SIGTERM drain uses the same timeout.
 - Probes: `/healthz` (alive) for liveness and `/readyz` (models loaded, not draining) for
   readiness; vLLM has `/health` for both. Model loading is covered by a startupProbe (runtime
   5 min, TTS 10 min, vLLM 20 min: weights, CUDA graphs, compilation), so liveness can stay strict
@@ -80,6 +84,9 @@ CACHE_DIR = "/var/cache/parley"
 VLLM_HOME = "/var/cache/vllm"
 #: Seconds a container may take to start serving (startupProbe budget).
 STARTUP_BUDGET_S = {"runtime": 300, "llm": 1200, "tts": 600}
+#: Beyond the drain timeout: the preStop drain returns, then the runtime's own SIGTERM drain
+#: finds an empty pod and exits; this covers that and the process's shutdown.
+TERMINATION_MARGIN_S = 30
 MODELS_VOLUME = "models"
 _DNS_1035 = re.compile(NAME_PATTERN)
 
@@ -174,6 +181,7 @@ def _check(vd: VoiceDeployment, plan: VramPlan) -> None:
 
 def runtime_deployment(vd: VoiceDeployment, plan: VramPlan, replicas: int) -> Manifest:
     runtime, llm, tts = vd.spec.runtime, vd.spec.llm, vd.spec.tts
+    drain_timeout = vd.spec.scaling.drain_timeout_seconds
     # A managed vLLM has no endpoint (the spec has exactly one of the two): its Service.
     llm_url = llm.endpoint or service_url(vd, "llm", SERVER_PORT)
     args = [
@@ -185,6 +193,7 @@ def runtime_deployment(vd: VoiceDeployment, plan: VramPlan, replicas: int) -> Ma
         "--asr-model", runtime.asr.model,
         "--asr-device", runtime.asr.device,
         "--max-sessions", str(runtime.sessions_per_pod),
+        "--drain-timeout-s", str(drain_timeout),
     ]  # fmt: skip
     env = {
         # The runtime asks the TTS server for this model and voice (no flags for them).
@@ -195,7 +204,19 @@ def runtime_deployment(vd: VoiceDeployment, plan: VramPlan, replicas: int) -> Ma
     container = parley_container(
         vd, "runtime", plan, ["parley", "runtime", "serve"], args, env, RUNTIME_PORT
     )
-    return deployment(vd, "runtime", plan, replicas, container, parley_volumes(vd.spec))
+    drain = ["parley", "runtime", "drain", "--url", f"http://127.0.0.1:{RUNTIME_PORT}"]
+    container["lifecycle"] = {
+        "preStop": {"exec": {"command": [*drain, "--wait", "--timeout-s", str(drain_timeout)]}}
+    }
+    return deployment(
+        vd,
+        "runtime",
+        plan,
+        replicas,
+        container,
+        parley_volumes(vd.spec),
+        termination_grace_s=drain_timeout + TERMINATION_MARGIN_S,
+    )
 
 
 def runtime_pdb(vd: VoiceDeployment) -> Manifest:
@@ -351,6 +372,8 @@ def deployment(
     replicas: int,
     container: Manifest,
     volumes: list[Manifest],
+    *,
+    termination_grace_s: int | None = None,
 ) -> Manifest:
     # The plan has caps only for GPU components, and only when spec.gpu is set.
     gpu = vd.spec.gpu if component in plan.components else None
@@ -363,6 +386,8 @@ def deployment(
         "volumes": volumes,
         **(gpu_scheduling(vd, gpu, plan) if gpu is not None else {}),
     }
+    if termination_grace_s is not None:
+        pod_spec["terminationGracePeriodSeconds"] = termination_grace_s
     strategy: Manifest = (
         {"type": "Recreate"}
         if shared
