@@ -174,6 +174,9 @@ def _add_capacity_bench(
     capacity.add_argument(
         "--ttfa-slo-ms", type=float, default=None, help="default: the runtime's for CPU"
     )
+    capacity.add_argument(
+        "--keep-going", action="store_true", help="measure every step, even after a failed one"
+    )
     capacity.add_argument("--out", default="bench/results/capacity.json", help="JSON output file")
 
 
@@ -254,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conversation_s=args.conversation_duration,
                 duty_cycle=args.duty_cycle,
                 ttfa_slo_ms=args.ttfa_slo_ms,
+                keep_going=args.keep_going,
                 out=args.out,
             )
         )

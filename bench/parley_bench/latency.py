@@ -10,16 +10,15 @@ three turns of a session are warm-up and are reported apart from the steady stat
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from typing import Any
 
 import httpx
-import numpy as np
 
+from parley_bench.dialogue import ask, interrupt
 from parley_bench.peer import Peer
 from parley_bench.results import write_results
-from parley_bench.speech import silence, speech
+from parley_bench.stats import summarize
 
 WARM_UP_TURNS = 3
 QUESTIONS = [
@@ -36,69 +35,25 @@ QUESTIONS = [
 ]
 LONG_QUESTION = "Tell me a long story about a brave sailor and the sea."
 INTERRUPTION = "Wait, stop, tell me something else."
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
-
-
-def summarize(values: list[float]) -> dict[str, Any]:
-    return {
-        "n": len(values),
-        "p50_ms": percentile(values, 50),
-        "p95_ms": percentile(values, 95),
-        "mean_ms": round(statistics.fmean(values), 1) if values else None,
-    }
-
-
-async def _answered(peer: Peer, after: float, timeout: float = 60) -> None:
-    first = await peer.agent.wait_voiced_after(after, timeout)
-    await peer.wait_state("listening", timeout, after=first)
-    await peer.agent.wait_quiet(0.5, timeout)
+TURN_FIELDS = (  # what each turn record keeps of the `metrics` event
+    "ttfa_ms",
+    "asr_ms",
+    "llm_first_token_ms",
+    "llm_first_sentence_ms",
+    "tts_first_chunk_ms",
+    "endpoint_ms",
+    "speculative",
+)
 
 
 async def _turn(peer: Peer, number: int, question: str) -> dict[str, Any]:
-    audio = np.concatenate([await speech(question), silence(200)])
-    asked = await peer.mic.say(audio).finished
-    first = await peer.agent.wait_voiced_after(asked, 60)
-    _, metrics = await peer.wait_for(
-        lambda e: e["type"] == "metrics" and e["turn"] == number, 60, after=asked
-    )
-    await _answered(peer, asked)
+    answer = await ask(peer, question, turn=number)
     return {
         "turn": number,
         "question": question,
-        "v2v_ms": round((first - asked) * 1000, 1),
-        **{
-            k: metrics.get(k)
-            for k in (
-                "ttfa_ms",
-                "asr_ms",
-                "llm_first_token_ms",
-                "llm_first_sentence_ms",
-                "tts_first_chunk_ms",
-                "endpoint_ms",
-                "speculative",
-            )
-        },
+        "v2v_ms": answer.v2v_ms,
+        **{k: answer.metrics.get(k) for k in TURN_FIELDS},
     }
-
-
-async def _barge_in(peer: Peer) -> float | None:
-    """Ask for a long answer, interrupt it mid-sentence; return the barge-in latency in ms
-    (None when the agent had already stopped, so there was nothing to interrupt)."""
-    asked = await peer.mic.say(np.concatenate([await speech(LONG_QUESTION), silence(200)])).finished
-    first = await peer.agent.wait_voiced_after(asked, 60)
-    await peer.agent.wait_voiced_after(first + 0.8, 60)
-    interruption = peer.mic.say(np.concatenate([await speech(INTERRUPTION), silence(200)]))
-    started = await interruption.started
-    finished = await interruption.finished
-    still_talking = any(v for at, v in peer.agent.frames if started - 0.1 <= at <= started)
-    last = max((at for at, v in peer.agent.frames if v and started <= at <= finished), default=None)
-    await _answered(peer, finished)
-    if not still_talking:
-        return None
-    return round(((last or started) - started) * 1000, 1)
 
 
 async def _bench(url: str, turns: int, barge_ins: int) -> dict[str, Any]:
@@ -128,7 +83,7 @@ async def _bench(url: str, turns: int, barge_ins: int) -> dict[str, Any]:
                 flush=True,
             )
         for number in range(1, barge_ins + 1):
-            latency = await _barge_in(peer)
+            latency = await interrupt(peer, LONG_QUESTION, INTERRUPTION)
             if latency is None:
                 skipped += 1
                 print(f"barge-in {number:3d}  agent had already finished: not counted", flush=True)

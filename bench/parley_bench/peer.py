@@ -1,13 +1,15 @@
 """A scripted WebRTC peer: speaks pre-synthesized audio into a session, records what the agent
 says back with arrival times, and collects the `events` data channel.
 
-It is a real aiortc client speaking the runtime's HTTP contract, used by the end-to-end tests
-and by `parley bench latency`.
+It is a real aiortc client speaking the runtime's HTTP contract, used by the end-to-end tests,
+`parley bench latency`, `parley soak` and `parley bench capacity`. Long runs (soak, capacity)
+bound what it keeps: `AgentRecorder(keep_s=..., keep_audio=False)` and `Peer(event_types=...)`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import time
@@ -18,7 +20,7 @@ from typing import Any
 import av
 import httpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from parley.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, Resampler, is_voiced
@@ -36,15 +38,18 @@ class _Utterance:
 
 
 class ScriptedMicrophone(MediaStreamTrack):
-    """A paced 48 kHz mono track that sends queued utterances, silence otherwise."""
+    """A paced 48 kHz mono track that sends queued utterances, and between them silence or,
+    with `noise_rms` > 0, a low noise floor (a room, not digital zeros)."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, noise_rms: float = 0.0, seed: int = 0) -> None:
         super().__init__()
         self._queue: list[_Utterance] = []
         self._offset = 0
         self._pacer = FramePacer()
+        self._floor = _noise_floor(noise_rms, seed)
+        self._floor_offset = 0
 
     def say(self, pcm: np.ndarray) -> _Utterance:
         """Queue `pcm` (48 kHz mono int16). `started` resolves with the send time of the first
@@ -68,9 +73,9 @@ class ScriptedMicrophone(MediaStreamTrack):
         return audio_frame(self._next(), pts)
 
     def _next(self) -> np.ndarray:
-        out = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)
         if not self._queue:
-            return out
+            return self._idle()
+        out = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)
         utterance = self._queue[0]
         begin, end = self._offset, self._offset + OUTPUT_FRAME_SAMPLES
         piece = utterance.pcm[begin:end]
@@ -88,13 +93,34 @@ class ScriptedMicrophone(MediaStreamTrack):
             self._offset = 0
         return out
 
+    def _idle(self) -> np.ndarray:
+        if self._floor is None:
+            return np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)
+        begin = self._floor_offset
+        self._floor_offset = (begin + OUTPUT_FRAME_SAMPLES) % len(self._floor)
+        return self._floor[begin : begin + OUTPUT_FRAME_SAMPLES]
+
+
+def _noise_floor(rms: float, seed: int) -> np.ndarray | None:
+    """One second of Gaussian noise at `rms` (int16 units), looped: cheap per frame, and far
+    below both the voiced threshold and what Silero calls speech at `rms` of a few dozen."""
+    if rms <= 0:
+        return None
+    noise = np.random.default_rng(seed).normal(0.0, rms, OUTPUT_RATE)
+    return np.clip(noise, -32768, 32767).astype(np.int16)
+
 
 @dataclass
 class AgentRecorder:
-    """Receives the agent's audio: 48 kHz mono samples plus per-frame arrival times."""
+    """Receives the agent's audio: 48 kHz mono samples plus per-frame arrival times.
+
+    `keep_s` drops frames older than that (a long soak would otherwise keep every frame), and
+    `keep_audio=False` keeps only the arrival times and loudness, not the samples."""
 
     frames: list[tuple[float, bool]] = field(default_factory=list)
     chunks: list[np.ndarray] = field(default_factory=list)
+    keep_s: float | None = None
+    keep_audio: bool = True
     _task: asyncio.Task[None] | None = None
 
     def start(self, track: MediaStreamTrack) -> None:
@@ -107,15 +133,27 @@ class AgentRecorder:
                 frame = await track.recv()
                 assert isinstance(frame, av.AudioFrame)
                 pcm = resampler.frame(frame)
-                self.chunks.append(pcm)
-                self.frames.append((time.monotonic(), is_voiced(pcm)))
+                now = time.monotonic()
+                if self.keep_audio:
+                    self.chunks.append(pcm)
+                self.frames.append((now, is_voiced(pcm)))
+                if self.keep_s is not None and now - self.frames[0][0] > self.keep_s + 10:
+                    self._forget_before(now - self.keep_s)
+
+    def _forget_before(self, t: float) -> None:
+        """Drop what arrived before `t` (in batches of ~10 s, so trimming stays cheap)."""
+        cut = bisect.bisect_left(self.frames, t, key=lambda frame: frame[0])
+        del self.frames[:cut]
+        if self.keep_audio:
+            del self.chunks[:cut]
 
     def audio(self, since: float = 0.0) -> np.ndarray:
         picked = [c for (t, _), c in zip(self.frames, self.chunks, strict=False) if t >= since]
         return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int16)
 
     def first_voiced_after(self, t: float) -> float | None:
-        return next((at for at, voiced in self.frames if at > t and voiced), None)
+        start = bisect.bisect_right(self.frames, t, key=lambda frame: frame[0])
+        return next((at for at, voiced in self.frames[start:] if voiced), None)
 
     def last_voiced(self) -> float | None:
         return next((at for at, voiced in reversed(self.frames) if voiced), None)
@@ -150,15 +188,30 @@ class AgentRecorder:
 
 
 class Peer:
-    """One client session against a running runtime at `base_url`."""
+    """One client session against a running runtime at `base_url`.
 
-    def __init__(self, base_url: str, ice_servers: list[str] | None = None) -> None:
+    `event_types`, when given, is the set of event types kept in `events` (others are
+    dropped on arrival). `disconnected` is set once the connection fails or closes, or the
+    `events` channel closes: whichever side ended the session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        ice_servers: list[str] | None = None,
+        *,
+        mic: ScriptedMicrophone | None = None,
+        agent: AgentRecorder | None = None,
+        event_types: frozenset[str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.pc = peer_connection(ice_servers or [])
-        self.mic = ScriptedMicrophone()
-        self.agent = AgentRecorder()
+        self.mic = mic or ScriptedMicrophone()
+        self.agent = agent or AgentRecorder()
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.session_id: str | None = None
+        self.channel: RTCDataChannel | None = None
+        self.disconnected = asyncio.Event()
+        self._event_types = event_types
         self._changed = asyncio.Event()
         self._channel_open = asyncio.Event()
 
@@ -166,10 +219,12 @@ class Peer:
         transceiver = self.pc.addTransceiver(self.mic, direction="sendrecv")
         # Time agent audio as it arrives, before any playout buffering (DESIGN: "received").
         set_audio_prefetch(transceiver.receiver, 0)
-        channel = self.pc.createDataChannel("events")
+        channel = self.channel = self.pc.createDataChannel("events")
         channel.on("open", self._channel_open.set)
         channel.on("message", self._on_message)
+        channel.on("close", self._on_disconnect)
         self.pc.on("track", self.agent.start)
+        self.pc.on("connectionstatechange", self._on_connection_state)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with httpx.AsyncClient(timeout=timeout) as http:
             response = await http.post(
@@ -183,17 +238,41 @@ class Peer:
         await asyncio.wait_for(self._channel_open.wait(), timeout)
 
     def _on_message(self, message: str) -> None:
-        self.events.append((time.monotonic(), json.loads(message)))
+        event = json.loads(message)
+        if self._event_types is not None and event.get("type") not in self._event_types:
+            return
+        self.events.append((time.monotonic(), event))
         self._changed.set()
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self._on_disconnect()
+
+    def _on_disconnect(self) -> None:
+        self.disconnected.set()
+        self._changed.set()
+
+    def send_client_metrics(self, **latencies_ms: float) -> bool:
+        """Report latencies measured here (`v2v_ms`, `barge_in_ms`) to the runtime, which folds
+        them into its SCOS percentiles. False when the channel is not open."""
+        if self.channel is None or self.channel.readyState != "open":
+            return False
+        self.channel.send(json.dumps({"type": "client_metrics", **latencies_ms}))
+        return True
 
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float, after: float = 0.0
     ) -> tuple[float, dict[str, Any]]:
         """Wait for an event (received after `after`) that satisfies `predicate`."""
         deadline = time.monotonic() + timeout
+        # Events arrive in time order: start at `after`, and on each wake-up look only at
+        # what is new, so long sessions do not rescan their whole history.
+        index = bisect.bisect_left(self.events, after, key=lambda item: item[0])
         while True:
-            for at, event in self.events:
-                if at >= after and predicate(event):
+            while index < len(self.events):
+                at, event = self.events[index]
+                index += 1
+                if predicate(event):
                     return at, event
             remaining = deadline - time.monotonic()
             if remaining <= 0:
