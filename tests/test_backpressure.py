@@ -53,6 +53,12 @@ def test_the_highest_triggered_level_wins(load: Load, level: L) -> None:
     assert highest(load, POLICY) is level
 
 
+def test_an_idle_pod_is_not_held_back_by_its_past_latency() -> None:
+    slow = Load(0, 8, ttfa_p95_ms=900, ttfa_samples=20, turns=40, failed_turns=20)
+    assert highest(slow, POLICY) is L.NORMAL
+    assert highest(Load(1, 8, ttfa_p95_ms=900, ttfa_samples=20), POLICY) is L.SESSION_REJECT
+
+
 def test_too_few_samples_trigger_nothing() -> None:
     assert highest(Load(1, 8, ttfa_p95_ms=900, ttfa_samples=4), POLICY) is L.NORMAL
     assert highest(Load(1, 8, frames_sent=100, late_frame_ratio=0.5), POLICY) is L.NORMAL

@@ -79,7 +79,8 @@ def triggers(load: Load, policy: Policy, level: BackpressureLevel, scale: float 
         )
     ttfa_limit = policy.ttfa_slo_ms * policy.ttfa_of_slo[i] * scale
     if (
-        load.ttfa_p95_ms is not None
+        load.active  # the window outlives the sessions: an idle pod is not slow
+        and load.ttfa_p95_ms is not None
         and load.ttfa_samples >= policy.min_ttfa_samples
         and load.ttfa_p95_ms >= ttfa_limit
     ):
@@ -90,7 +91,7 @@ def triggers(load: Load, policy: Policy, level: BackpressureLevel, scale: float 
     late_limit = policy.late_frames[i] * scale
     if load.frames_sent >= policy.min_frames and load.late_frame_ratio >= late_limit:
         reasons.append(f"late frames {load.late_frame_ratio:.1%} >= {late_limit:.1%}")
-    if level is BackpressureLevel.SESSION_REJECT and load.turns >= policy.min_turns:
+    if level is BackpressureLevel.SESSION_REJECT and load.active and load.turns >= policy.min_turns:
         rate = load.failed_turns / load.turns
         if rate > policy.error_rate * scale:
             reasons.append(f"failed turns {rate:.1%} > {policy.error_rate * scale:.1%}")
