@@ -86,6 +86,15 @@ async def test_metrics_and_scos_move_with_a_real_conversation(runtime: RunningAp
         assert summary.media.frames_sent > 0
         # visuals at level NORMAL: mouth shapes arrived while the agent spoke
         assert any(e["type"] == "visemes" for at, e in peer.events if at > asked)
+        # a client's own V2V report lands in SCOS (and nonsense does not)
+        before_v2v = summary.latency.warm_up.v2v.samples
+        assert peer.send_client_metrics(v2v_ms=912.0)
+        assert peer.send_client_metrics(v2v_ms=-3.0)
+        deadline = time.monotonic() + 5
+        while (await scos(runtime.url)).latency.warm_up.v2v.samples == before_v2v:
+            assert time.monotonic() < deadline, "the client's V2V report never reached SCOS"
+            await asyncio.sleep(0.1)
+        assert (await scos(runtime.url)).latency.warm_up.v2v.samples == before_v2v + 1
     finally:
         await peer.close()
     assert (await scos(runtime.url)).sessions.active == 0
