@@ -5,7 +5,6 @@ restart changes nothing, and deleting a VoiceDeployment removes everything."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from kopf.testing import KopfRunner
 
 from tests.support.cluster import ControlPlane
+from tests.support.operator_env import operator_namespace
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.k8s
@@ -53,20 +53,8 @@ def operator_runner() -> KopfRunner:
 
 @pytest.fixture(scope="module")
 def cluster(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    control_plane.kubectl(
-        "apply", "--server-side", "-f", str(REPO / "crds" / "voicedeployment.yaml")
-    )
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/voicedeployments.parley.dev", "--timeout=30s"
-    )
-    control_plane.kubectl("create", "namespace", NS)
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(control_plane.kubeconfig)
-    yield control_plane
-    if old is None:
-        os.environ.pop("KUBECONFIG", None)
-    else:
-        os.environ["KUBECONFIG"] = old
+    with operator_namespace(control_plane, NS) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +238,13 @@ def test_restart_changes_nothing_and_delete_removes_everything(
             f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items
         }
 
-    time.sleep(3)  # let status settle
-    before = versions()
+    def settled() -> dict[str, str] | None:
+        """The versions once nothing changed for 3 autoscaler intervals (5 s each)."""
+        first = versions()
+        time.sleep(16)
+        return first if versions() == first else None
+
+    before = eventually(settled, "the status settled", timeout=90)
     operator.__exit__(None, None, None)
     with operator_runner():
         time.sleep(8)

@@ -218,7 +218,15 @@ def test_a_minimal_spec_gets_every_default() -> None:
     assert spec["runtime"]["asr"] == {"model": "tiny.en", "device": "cpu"}
     assert spec["tts"]["modelDir"] == "/models/xtts-v2"
     assert spec["slo"] == {"ttfaP95Ms": 250, "bargeInP95Ms": 150}
-    assert spec["soak"] == {"schedule": "", "sessions": 4, "durationSeconds": 300}
+    assert spec["soak"] == {
+        "schedule": "",
+        "sessions": 4,
+        "durationSeconds": 300,
+        "dutyCycle": 0.3,
+        "maxErrorRate": 0.05,
+        "history": 5,
+        "ttlSecondsAfterFinished": 3600,
+    }
     assert "gpu" not in spec and "models" not in spec and "args" not in spec["llm"]
 
 

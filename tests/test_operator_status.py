@@ -1,33 +1,54 @@
 """The status side of the operator without a cluster: the status computed from children's
 views, which view of a child is fresher, which transitions make Events, which nodes' GPU
 memory counts, the publisher that writes each change once, and what a spec the models refuse
-becomes."""
+becomes. And the autoscaler's side: the status, causes and Events of its decisions, and the
+parts of its adapter that need no cluster (SCOS reads, the pod view, the stored state, the
+turns with the reconcile, the metrics)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kopf
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
-from parley_operator import handlers
+from parley_operator import handlers, metrics
 from parley_operator.api import VoiceDeployment
+from parley_operator.api.schema import MAX_SCALING_DECISIONS
+from parley_operator.autoscaler import (
+    DRAINING_ANNOTATION,
+    STATE_ANNOTATION,
+    RuntimePod,
+    RuntimeReplicas,
+    state_text,
+    stored_state,
+)
 from parley_operator.conditions import ConditionType
 from parley_operator.publish import StatusPublisher
 from parley_operator.reconcile import compute_status, plan_for, wanted_components
+from parley_operator.scaling import Direction, ScalerState, decide
+from parley_operator.scrape import ScrapeFailure, pod_url, read_all, set_draining
 from parley_operator.status import (
     Notice,
+    ScalingCause,
+    decision_cause,
+    decision_notices,
     find_condition,
     freshest,
     notable_transitions,
     reconcile_failure,
     rollout_view,
+    scaling_status,
 )
 from parley_operator.vram import selected_gpu_memory_gib
+from tests.test_operator_scaling import REJECT, pod, policy, scos, unscraped
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81559"}
@@ -266,3 +287,338 @@ async def test_a_spec_the_models_refuse_is_degraded_and_a_permanent_error(
         in (degraded["message"])
     )
     assert state(status, ConditionType.READY) == "False"
+
+
+# -- the autoscaler: status, causes, Events ---------------------------------------------------
+
+#: Two sessions per pod at 50 %: one session per pod at the target.
+SCALING = policy(
+    sessions_per_pod=2,
+    target_utilization_pct=50,
+    buffer_sessions=0,
+    max_replicas=3,
+    backpressure_window_s=2,
+    scale_up_stabilization_s=0,
+    scale_down_stabilization_s=8,
+    drain_timeout_s=30,
+    interval_s=1,
+)
+
+
+def scaled(
+    previous: dict[str, Any],
+    before: int,
+    pods: list[Any],
+    state: ScalerState,
+    now: float,
+    failures: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], Any]:
+    decision = decide(SCALING, before, pods, state, now)
+    status = scaling_status(
+        previous,
+        policy=SCALING,
+        generation=4,
+        replicas_before=before,
+        pods=pods,
+        decision=decision,
+        cause=decision_cause(SCALING, before, decision, pods),
+        failures=failures or {},
+        now=now,
+    )
+    return status, decision
+
+
+def test_a_scale_up_in_status_with_its_cause_and_one_event() -> None:
+    pods = [pod("a", 2, level=REJECT), pod("b", 1)]
+    status, decision = scaled({}, 2, pods, ScalerState(), 1000.0)
+    assert decision.direction == Direction.UP
+    assert status["scaling"] == {
+        "desiredReplicas": 3,
+        "currentReplicas": 2,
+        "sessions": 3,
+        "capacity": 16,
+        "highestBackpressure": {"level": 4, "name": "SESSION_REJECT", "pods": ["a"]},
+        "unscrapedPods": [],
+        "drainingPods": [],
+        "decisions": [
+            {
+                "time": "1970-01-01T00:16:40Z",
+                "direction": "up",
+                "from": 2,
+                "to": 3,
+                "cause": "demand",
+                "reason": decision.reason,
+            }
+        ],
+    }
+    assert (status["sessions"], status["backpressure"]) == (3, "SESSION_REJECT")
+    (event,) = decision_notices(2, decision, ScalingCause.DEMAND, {})
+    assert (event.type, event.reason) == ("Normal", "ScaleUp")
+    assert event.message.startswith("replicas 2 → 3 (demand): demand (3 active + 0 buffer)")
+
+
+def test_decisions_are_kept_newest_first_and_bounded_and_holds_are_not_listed() -> None:
+    previous: dict[str, Any] = {}
+    for second in range(MAX_SCALING_DECISIONS + 2):
+        status, _ = scaled(previous, 1, [pod("a", 2)], ScalerState(), float(second))
+        previous |= status
+    times = [d["time"] for d in previous["scaling"]["decisions"]]
+    assert len(times) == MAX_SCALING_DECISIONS and times == sorted(times, reverse=True)
+    held, decision = scaled(previous, 2, [pod("a", 1), pod("b", 1)], ScalerState(), 99.0)
+    assert decision.direction == Direction.HOLD
+    assert held["scaling"]["decisions"] == previous["scaling"]["decisions"]
+    assert decision_notices(2, decision, ScalingCause.STEADY, {}) == []
+
+
+def test_a_persistent_scrape_failure_turns_signals_false_with_one_warning() -> None:
+    ready = compute_status(
+        voice_deployment("cpu.yaml"), plan_for(voice_deployment("cpu.yaml").spec, []), {}, {}
+    )
+    previous, state, seen, notices = dict(ready), ScalerState(), [], []
+    for now in (100.0, 101.0, 102.0, 103.0, 104.0):
+        status, decision = scaled(
+            previous, 2, [pod("a", 1), unscraped("b")], state, now, {"b": "timeout"}
+        )
+        notices += notable_transitions(previous, previous | status)
+        previous, state = previous | status, decision.state
+        seen.append(state_of(previous, ConditionType.SIGNALS_AVAILABLE))
+    assert seen == ["True", "True", "True", "False", "False"]  # 3 intervals of 1 s
+    signals = find_condition(previous, ConditionType.SIGNALS_AVAILABLE)
+    assert signals["reason"] == "ScrapeFailing"
+    assert "b (timeout) since 1970-01-01T00:01:40Z" in signals["message"]
+    assert signals["lastTransitionTime"] == "1970-01-01T00:01:43Z"
+    assert [(n.type, n.reason) for n in notices] == [("Warning", "ScrapeFailing")]
+    assert previous["scaling"]["unscrapedPods"] == ["b"]
+    assert find_condition(previous, ConditionType.READY) == find_condition(
+        ready, ConditionType.READY
+    )
+    # Another pod that does not answer either (b replaced by c): still the same failure.
+    replaced, decision = scaled(previous, 2, [pod("a", 1), unscraped("c")], state, 105.0)
+    assert find_condition(replaced, ConditionType.SIGNALS_AVAILABLE)["lastTransitionTime"] == (
+        "1970-01-01T00:01:43Z"
+    )
+    assert state_of(replaced, ConditionType.SIGNALS_AVAILABLE) == "False"
+    status, _ = scaled(previous | replaced, 2, [pod("a", 1), pod("c", 0)], decision.state, 106.0)
+    assert state_of(status, ConditionType.SIGNALS_AVAILABLE) == "True"
+    # A reconcile carries the condition over.
+    again = compute_status(
+        voice_deployment("cpu.yaml"),
+        plan_for(voice_deployment("cpu.yaml").spec, []),
+        {},
+        previous | status,
+    )
+    assert find_condition(again, ConditionType.SIGNALS_AVAILABLE) == find_condition(
+        status, ConditionType.SIGNALS_AVAILABLE
+    )
+
+
+def state_of(status: dict[str, Any], kind: ConditionType) -> str:
+    return str(find_condition(status, kind).get("status", ""))
+
+
+@pytest.mark.parametrize(
+    ("before", "pods", "state", "now", "changes", "cause"),
+    [
+        (1, [pod("a", 2)], ScalerState(), 0.0, {}, ScalingCause.DEMAND),
+        (0, [], ScalerState(), 0.0, {}, ScalingCause.MIN),
+        (
+            1,
+            [pod("a", 1, level=REJECT)],
+            ScalerState(pressure_since={"a": 0.0}),
+            5.0,
+            {},
+            ScalingCause.BACKPRESSURE,
+        ),
+        (
+            2,
+            [pod("a", 1), pod("b", 1, draining_since=0.0)],
+            ScalerState(draining={"b": 0.0}),
+            1.0,
+            {},
+            ScalingCause.UNDRAIN,
+        ),
+        (
+            2,
+            [pod("a", 1), pod("b", 0)],
+            ScalerState(low_since=0.0, low_peak=1),
+            10.0,
+            {},
+            ScalingCause.LOW_DEMAND,
+        ),
+        (
+            3,
+            [pod("a", 1), pod("b", 1), pod("c", 1)],
+            ScalerState(),
+            0.0,
+            {"max_replicas": 2},
+            ScalingCause.ABOVE_MAX,
+        ),
+        (
+            2,
+            [pod("a", 1), pod("b", 0, draining_since=0.0)],
+            ScalerState(draining={"b": 0.0}),
+            3.0,
+            {},
+            ScalingCause.DRAINED,
+        ),
+        (
+            2,
+            [pod("a", 0), pod("b", 1, draining_since=0.0)],
+            ScalerState(draining={"b": 0.0}),
+            31.0,
+            {},
+            ScalingCause.DRAIN_TIMEOUT,
+        ),
+        (1, [pod("a", 0)], ScalerState(), 0.0, {}, ScalingCause.STEADY),
+        (1, [unscraped("a")], ScalerState(), 0.0, {}, ScalingCause.SCRAPE_FAILED),
+        (1, [pod("a", 0)], ScalerState(), 0.0, {"enabled": False}, ScalingCause.DISABLED),
+    ],
+)
+def test_each_decision_has_one_cause_from_a_fixed_set(
+    before: int,
+    pods: list[Any],
+    state: ScalerState,
+    now: float,
+    changes: dict[str, Any],
+    cause: ScalingCause,
+) -> None:
+    scaling = replace(SCALING, **changes)
+    decision = decide(scaling, before, pods, state, now)
+    assert decision_cause(scaling, before, decision, pods) == cause
+
+
+def test_a_drain_that_timed_out_with_sessions_is_a_warning() -> None:
+    pods = [pod("a", 0), pod("b", 1, draining_since=0.0)]
+    decision = decide(SCALING, 2, pods, ScalerState(draining={"b": 0.0}), 31.0)
+    notices = decision_notices(2, decision, ScalingCause.DRAIN_TIMEOUT, {"b": 1})
+    assert [(n.type, n.reason) for n in notices] == [
+        ("Normal", "ScaleDown"),
+        ("Warning", "SessionsCut"),
+    ]
+    assert notices[1].message == "drain timed out with sessions still live: b (1)"
+
+
+# -- the autoscaler's adapter, without a cluster ---------------------------------------------
+
+
+def test_a_runtime_pod_as_the_index_keeps_it() -> None:
+    body: dict[str, Any] = {
+        "metadata": {"name": "p", "annotations": {DRAINING_ANNOTATION: "2025-01-01T00:00:00Z"}},
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.7",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    assert RuntimePod.from_body(body) == RuntimePod("p", "10.0.0.7", True, False, 1735689600.0)
+    body["metadata"]["annotations"][DRAINING_ANNOTATION] = "yes"  # still a mark
+    assert RuntimePod.from_body(body).draining_since == 0.0
+    assert RuntimePod.from_body({"metadata": {"name": "q"}}) == RuntimePod(
+        "q", None, False, False, None
+    )
+    assert RuntimePod.from_body(
+        {**body, "metadata": {"name": "p", "deletionTimestamp": "x"}}
+    ).terminating
+    assert RuntimePod.from_body({**body, "status": {"phase": "Failed"}}).terminating
+
+
+def test_the_scaler_state_goes_through_its_annotation_unchanged() -> None:
+    state = ScalerState(low_since=1.5, low_peak=1, draining={"b": 3.0}, retired=("c",))
+    text = state_text(state)
+    vd = {"metadata": {"name": "vd", "annotations": {STATE_ANNOTATION: text}}}
+    assert stored_state(vd) == (state, text)
+    assert stored_state({"metadata": {}}) == (ScalerState(), None)
+    for unreadable in ("{", "[]", '{"version": 9}', '{"draining": {"b": "soon"}}'):
+        vd["metadata"]["annotations"][STATE_ANNOTATION] = unreadable
+        assert stored_state(vd) == (ScalerState(), unreadable)
+
+
+async def test_the_replicas_writers_start_from_the_freshest_view() -> None:
+    replicas, key = RuntimeReplicas(), ("ns", "vd")
+    watched = rollout_view(deployment(2, 2, generation=3))
+    assert replicas.freshest(key, watched) == watched
+    assert replicas.freshest(key, None) is None
+    replicas.record(key, rollout_view(deployment(3, 2, generation=4)))  # a scale, not seen yet
+    assert replicas.freshest(key, watched)["spec"]["replicas"] == 3
+    caught_up = rollout_view(deployment(3, 3, generation=4))
+    assert replicas.freshest(key, caught_up) is caught_up
+    assert replicas.lock(key) is replicas.lock(key)
+    replicas.forget(key)
+    assert replicas.freshest(key, watched) == watched
+
+
+async def test_the_publisher_remembers_the_fields_of_every_writer() -> None:
+    obj, recorder = manifest("cpu.yaml"), Recorder()
+    publisher = StatusPublisher(recorder.patch, recorder.post)
+    assert await publisher.publish(obj, lambda p: {"runtimeReplicas": "1/1"})
+    assert await publisher.publish(obj, lambda p: {"sessions": 2})
+    assert publisher.previous(obj) == {"runtimeReplicas": "1/1", "sessions": 2, "conditions": []}
+    assert not await publisher.publish(obj, lambda p: {"runtimeReplicas": "1/1"})
+    assert len(recorder.patches) == 2
+    # A condition another writer wrote beats the stale view of it; one never written is kept.
+    soak = {"type": "SoakPassing", "status": "True"}
+    await publisher.publish(obj, lambda p: {"conditions": [*p["conditions"], soak]})
+    other = {"type": "Other", "status": "True"}
+    obj["status"] = {"conditions": [{"type": "SoakPassing", "status": "Unknown"}, other]}
+    assert publisher.previous(obj)["conditions"] == [soak, other]
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_scos_reads_count_failures_and_never_make_an_empty_pod() -> None:
+    good = scos(3).to_json()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host == "10.0.0.4":
+            raise httpx.ConnectError("refused", request=request)
+        if host == "10.0.0.5":
+            raise httpx.ReadTimeout("slow", request=request)
+        if request.url.path == "/v1/drain":
+            return httpx.Response(409 if request.method == "DELETE" else 200, json={})
+        body = {"10.0.0.1": good, "10.0.0.2": good, "10.0.0.3": "{}"}[host]
+        return httpx.Response(503 if host == "10.0.0.2" else 200, text=body)
+
+    failures = [f.value for f in ScrapeFailure]
+    before = {f: sample("parley_operator_scos_scrape_failures_total", reason=f) for f in failures}
+    scrapes = sample("parley_operator_scos_scrapes_total")
+    ips = {name: f"10.0.0.{i}" for i, name in enumerate("abcde", start=1)}
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        reads = await read_all(http, ips, timeout_s=1)
+        assert await set_draining(http, "10.0.0.1", True, 1)
+        assert not await set_draining(http, "10.0.0.1", False, 1)  # 409: terminating
+        assert not await set_draining(http, "10.0.0.4", True, 1)
+    assert reads["a"].scos is not None and reads["a"].scos.sessions.active == 3
+    assert {n: (r.scos, r.failure) for n, r in reads.items() if n != "a"} == {
+        "b": (None, ScrapeFailure.STATUS),
+        "c": (None, ScrapeFailure.INVALID),
+        "d": (None, ScrapeFailure.CONNECT),
+        "e": (None, ScrapeFailure.TIMEOUT),
+    }
+    assert sample("parley_operator_scos_scrapes_total") == scrapes + 5
+    assert {
+        f: sample("parley_operator_scos_scrape_failures_total", reason=f) - before[f]
+        for f in failures
+    } == dict.fromkeys(failures, 1.0)
+    assert pod_url("fd00::7", "/v1/scos") == "http://[fd00::7]:8080/v1/scos"
+
+
+async def test_measured_handlers_count_runs_errors_and_time() -> None:
+    @metrics.measured("unit")
+    async def fine() -> int:
+        return 1
+
+    @metrics.measured("unit")
+    async def broken() -> None:
+        raise RuntimeError("no")
+
+    runs = sample("parley_operator_reconciles_total", kind="unit")
+    assert await fine() == 1
+    with pytest.raises(RuntimeError):
+        await broken()
+    assert sample("parley_operator_reconciles_total", kind="unit") == runs + 2
+    assert sample("parley_operator_reconcile_errors_total", kind="unit") == 1
+    assert sample("parley_operator_reconcile_duration_seconds_count", kind="unit") == runs + 2
+    assert fine.__name__ == "fine"  # kopf names handlers after the function

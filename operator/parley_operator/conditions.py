@@ -11,6 +11,7 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     VRAM_BUDGET = "VRAMBudget"
     SOAK_PASSING = "SoakPassing"
+    SIGNALS_AVAILABLE = "SignalsAvailable"
 
 
 class Reason(StrEnum):
@@ -27,5 +28,15 @@ class Reason(StrEnum):
     OVER_WORKING_CAP = "OverWorkingCap"
     SHARED_GPU_OVERCOMMITTED = "SharedGPUOvercommitted"
     NODE_GPU_SMALLER_THAN_SPEC = "NodeGPUSmallerThanSpec"
-    # SoakPassing
+    # SoakPassing: Unknown until a run has a result; False names the first criterion missed
     SOAK_NOT_RUN = "SoakNotRun"
+    SOAK_PASSED = "SoakPassed"
+    TTFA_OVER_LIMIT = "TTFAOverLimit"
+    BARGE_IN_OVER_LIMIT = "BargeInOverLimit"
+    ERROR_RATE_OVER_LIMIT = "ErrorRateOverLimit"
+    NO_TURN_ANSWERED = "NoTurnAnswered"
+    CRITERIA_NOT_MET = "CriteriaNotMet"
+    HARNESS_FAILED = "HarnessFailed"
+    # SignalsAvailable: False once a runtime pod's SCOS has been missing for a few intervals
+    SCOS_READ = "ScosRead"
+    SCRAPE_FAILING = "ScrapeFailing"

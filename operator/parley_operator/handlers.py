@@ -10,6 +10,8 @@
   error (kopf posts it as an Event) until the spec changes.
 - Any event of a child Deployment: recompute the owner's status; a deleted child is put back.
 - Events on notable transitions (a VRAM budget refused, a rollout done), each posted once.
+- The autoscaler (`autoscaler.py`): a loop per VoiceDeployment, started on its first event,
+  over an index of the runtime pods; and the operator's `/metrics` (`metrics.py`).
 
 Handlers are coroutines: they read the indexes on the event loop, where kopf updates them, and
 call the blocking Kubernetes client in worker threads (`PARLEY_OPERATOR_WORKERS`, default 16).
@@ -32,7 +34,17 @@ import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 
+from parley_operator import metrics
 from parley_operator.api import GROUP, KIND, PLURAL, VERSION, InvalidSpec, VoiceDeployment
+from parley_operator.autoscaler import (
+    RUNTIME_POD_SELECTOR,
+    RUNTIME_PODS,
+    STATE_ANNOTATION,
+    Autoscaler,
+    Indexes,
+    RuntimePod,
+    RuntimeReplicas,
+)
 from parley_operator.kube import Kube
 from parley_operator.publish import StatusPublisher
 from parley_operator.reconcile import (
@@ -42,6 +54,7 @@ from parley_operator.reconcile import (
     plan_for,
 )
 from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL
+from parley_operator.soak import handlers as soak_handlers  # noqa: F401 (registers them)
 from parley_operator.status import Notice, freshest, reconcile_failure, rollout_view
 from parley_operator.vram import GPU_MEMORY_LABEL, VramPlan
 
@@ -64,14 +77,23 @@ async def _patch_status(namespace: str, name: str, status: dict[str, Any]) -> No
     await asyncio.to_thread(lambda: kube().patch_status(namespace, name, status))
 
 
+@cache
+def runtime_replicas() -> RuntimeReplicas:
+    return RuntimeReplicas()
+
+
 async def _apply(
     vd: VoiceDeployment, plan: VramPlan, children: dict[str, Any], *, prune: bool
 ) -> dict[str, Any]:
-    runtime = children.get("runtime")
-    current = None if runtime is None else int(runtime["spec"]["replicas"])
-    return await asyncio.to_thread(
-        lambda: apply_children(kube(), vd, plan, prune=prune, runtime_replicas=current)
-    )
+    key = (vd.metadata.namespace, vd.metadata.name)
+    async with runtime_replicas().lock(key):  # the autoscaler's turn waits
+        runtime = runtime_replicas().freshest(key, children.get("runtime"))
+        current = None if runtime is None else int(runtime["spec"]["replicas"])
+        applied = await asyncio.to_thread(
+            lambda: apply_children(kube(), vd, plan, prune=prune, runtime_replicas=current)
+        )
+        runtime_replicas().record(key, applied.get("runtime"))
+    return applied
 
 
 def _post(vd: dict[str, Any], notice: Notice) -> None:
@@ -142,6 +164,14 @@ def gpu_nodes(labels: kopf.Labels, **_: Any) -> dict[None, dict[str, str]] | Non
     return {None: dict(labels)} if GPU_MEMORY_LABEL in labels else None
 
 
+@kopf.index("v1", "pods", labels=RUNTIME_PODS)  # type: ignore[arg-type]
+def runtime_pods(
+    body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
+) -> dict[Any, Any] | None:
+    owner = labels.get(VD_LABEL)
+    return {(namespace, owner): RuntimePod.from_body(body)} if owner else None
+
+
 def _children(index: kopf.Index[Any, Any], namespace: str, owner: str) -> dict[str, Any]:
     return dict(index.get((namespace, owner), ()))
 
@@ -165,6 +195,7 @@ def _refusal(exc: ApiException) -> str:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")  # type: ignore[arg-type]
+@metrics.measured("reconcile")
 async def reconcile(
     body: kopf.Body,
     reason: kopf.Reason,
@@ -210,6 +241,7 @@ async def reconcile(
 @kopf.on.event(  # type: ignore[arg-type]
     "apps", "v1", "deployments", labels=OWNED
 )
+@metrics.measured("child")
 async def child_changed(
     event: kopf.RawEvent,
     namespace: str,
@@ -247,3 +279,51 @@ async def child_changed(
 def voice_deployment_changed(event: kopf.RawEvent, uid: str, **_: Any) -> None:
     if event["type"] == "DELETED":
         publisher().forget(uid)
+
+
+# -- autoscaler and metrics ------------------------------------------------------------------
+
+
+@kopf.on.startup()  # type: ignore[arg-type]
+async def start_autoscaler(
+    memo: kopf.Memo,
+    settings: kopf.OperatorSettings,
+    voice_deployments: kopf.Index[Any, Any],
+    children_by_owner: kopf.Index[Any, Any],
+    runtime_pods: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    # Watch only the runtime pods, server-side (a label filter on the index alone would still
+    # stream every pod of the cluster to the operator). Any other pod watch would need its own
+    # pods in this selector.
+    settings.watching.label_selectors["v1", "pods"] = RUNTIME_POD_SELECTOR
+    # The scaler state is not a change of the object: kopf would store its essence again.
+    settings.persistence.diffbase_storage.ignored_fields.append(
+        ("metadata", "annotations", STATE_ANNOTATION)
+    )
+    port = int(os.environ.get("PARLEY_OPERATOR_METRICS_PORT", metrics.DEFAULT_PORT))
+    memo["metrics_server"] = metrics.serve(port)
+    indexes = Indexes(voice_deployments, children_by_owner, runtime_pods)
+    memo["autoscaler"] = Autoscaler(indexes, kube, publisher(), _post, runtime_replicas())
+
+
+@kopf.on.cleanup()
+async def stop_autoscaler(memo: kopf.Memo, **_: Any) -> None:
+    scaler = memo.get("autoscaler")
+    if scaler is not None:
+        await scaler.close()
+    metrics.stop(memo.get("metrics_server"))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
+async def autoscale(
+    event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Every VoiceDeployment the operator sees gets its autoscaler loop, until it is deleted."""
+    scaler: Autoscaler | None = memo.get("autoscaler")
+    if scaler is None:
+        return
+    if event["type"] == "DELETED":
+        scaler.forget((namespace, name))
+    else:
+        scaler.follow((namespace, name))

@@ -28,6 +28,11 @@ RULES: list[dict[str, Any]] = [
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    # Soak tests: their Jobs, and the finished pod's termination message (the result).
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create"]},
+    # Pods: the soak's (listed) and the runtime's (watched by the autoscaler, which patches its
+    # drain mark and pod-deletion-cost annotations on them).
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     # kopf: peering and CRD discovery.
     {

@@ -22,6 +22,7 @@ from parley_operator.api.types import (
     GROUP,
     KIND,
     MAX_NAME_LENGTH,
+    MAX_SOAK_HISTORY,
     NAME_PATTERN,
     PLURAL,
     SHORT_NAMES,
@@ -153,8 +154,162 @@ def _string(description: str, **extra: Any) -> Schema:
     return {"type": "string", "description": description, **extra}
 
 
-def _integer(description: str) -> Schema:
-    return {"type": "integer", "description": description}
+def _integer(description: str, **extra: Any) -> Schema:
+    return {"type": "integer", "description": description, **extra}
+
+
+def _number(description: str) -> Schema:
+    return {"type": "number", "description": description}
+
+
+def _boolean(description: str) -> Schema:
+    return {"type": "boolean", "description": description}
+
+
+def _time(description: str) -> Schema:
+    return _string(description, format="date-time")
+
+
+def soak_status_schema() -> Schema:
+    """`status.soak`: the run going, the one waiting, the schedule and the last runs' results
+    (written by `parley_operator.soak`; `runs.py` describes each field)."""
+    run = {
+        "runId": _string("The run's id: the parley.dev/soak-now value, or scheduled-<slot>."),
+        "trigger": _string("How the run was started.", enum=["OnDemand", "Scheduled"]),
+        "job": _string("The run's Job."),
+        "startedAt": _time("When the operator created the Job."),
+        "sessions": _integer("Concurrent sessions."),
+        "durationSeconds": _number("How long the soak runs (or ran)."),
+        "generation": _integer("The VoiceDeployment's generation when the run started."),
+    }
+    percentiles = _object(
+        "Percentiles of one latency, in ms, over the steady state when it has samples.",
+        {
+            "p50": _number("Median, ms."),
+            "p95": _number("95th percentile, ms."),
+            "samples": _integer("Samples."),
+            "scope": _string("steady or all (turns before the steady state included)."),
+        },
+    )
+    criterion = _object(
+        "One pass criterion: its limit, the measured value, and whether it was met (absent: "
+        "no samples).",
+        {
+            "max": _number("Upper limit."),
+            "min": _number("Lower limit."),
+            "value": _number("Measured."),
+            "passed": _boolean("Whether the value is within the limit."),
+        },
+    )
+    record = _object(
+        "The result of a finished run.",
+        {
+            **run,
+            "passed": _boolean("Whether the run met every criterion."),
+            "turns": _integer("Turns attempted."),
+            "errors": _integer("Error events received."),
+            "errorRate": _number("Failed turns and connections over all attempts."),
+            "rejections": _integer("Connection attempts refused with 503 (load shedding)."),
+            "cutSessions": _integer("Sessions the server ended."),
+            "latencyMs": _object(
+                "Latency percentiles.",
+                {"ttfa": percentiles, "bargeIn": percentiles, "v2v": percentiles},
+            ),
+            "criteria": {
+                "type": "object",
+                "description": "Each criterion by name (ttfaP95Ms, bargeInP95Ms, errorRate, "
+                "answeredTurns).",
+                "additionalProperties": criterion,
+            },
+            "harnessError": _string("Why the run has no result, when it failed to measure."),
+        },
+    )
+    return _object(
+        "Soak tests: the run going, the one waiting, the schedule, the last results.",
+        {
+            "running": _object(
+                "The run whose Job is running; while set, a scale-down must not cut its sessions.",
+                run,
+            ),
+            "queued": _object(
+                "A run waiting for the running one to end or for a ready runtime pod.",
+                {
+                    "runId": run["runId"],
+                    "trigger": run["trigger"],
+                    "queuedAt": _time("When the run was queued."),
+                },
+            ),
+            "lastTrigger": _string("The last parley.dev/soak-now value handled."),
+            "runs": _integer("Runs started so far (the next Job is <name>-soak-<runs + 1>)."),
+            "schedule": _object(
+                "The cron schedule as the operator follows it.",
+                {
+                    "expression": _string("The spec.soak.schedule followed."),
+                    "lastSlot": _time("The last slot handled (run or skipped)."),
+                    "nextSlot": _time("The next slot."),
+                    "error": _string("Why the expression cannot be followed."),
+                },
+            ),
+            "history": {
+                "type": "array",
+                "description": "Finished runs, newest first (spec.soak.history of them).",
+                "maxItems": MAX_SOAK_HISTORY,
+                "items": record,
+            },
+        },
+    )
+
+
+#: Decisions kept in `status.scaling.decisions`, newest first.
+MAX_SCALING_DECISIONS = 10
+
+
+def scaling_status_schema() -> Schema:
+    """`status.scaling`: what the autoscaler saw and decided in its last round, and its last
+    decisions that changed something (written by `parley_operator.autoscaler`)."""
+    pods = {"type": "array", "items": {"type": "string"}}
+    decision = _object(
+        "One decision that changed something.",
+        {
+            "time": _time("When it was made."),
+            "direction": _string("up or down.", enum=["up", "down"]),
+            "from": _integer("Runtime replicas before."),
+            "to": _integer("Runtime replicas after (a drain lowers them once it ends)."),
+            "cause": _string(
+                "Why, as one of a fixed set: min, demand, backpressure, undrain, low_demand, "
+                "above_max, drained, drain_timeout."
+            ),
+            "reason": _string("Why, in words: the demand arithmetic and what was done."),
+        },
+    )
+    return _object(
+        "The runtime autoscaler's view: replicas, sessions, backpressure, its last decisions.",
+        {
+            "desiredReplicas": _integer("Runtime replicas the autoscaler decided on."),
+            "currentReplicas": _integer("Runtime pods that exist and are not terminating."),
+            "sessions": _integer("Active sessions on the pods that answered."),
+            "capacity": _integer("Session capacity of the answering pods that admit sessions."),
+            "highestBackpressure": _object(
+                "The highest backpressure level among the answering pods.",
+                {
+                    "level": _integer("0 (NORMAL) to 4 (SESSION_REJECT)."),
+                    "name": _string("The level's name, e.g. ADMISSION_LIMITED."),
+                    "pods": {**pods, "description": "The pods at that level (none at NORMAL)."},
+                },
+            ),
+            "unscrapedPods": {
+                **pods,
+                "description": "Ready or draining pods whose SCOS could not be read this round.",
+            },
+            "drainingPods": {**pods, "description": "Pods being drained before a scale-down."},
+            "decisions": {
+                "type": "array",
+                "description": "The last decisions that changed something, newest first.",
+                "maxItems": MAX_SCALING_DECISIONS,
+                "items": decision,
+            },
+        },
+    )
 
 
 def status_schema() -> Schema:
@@ -168,7 +323,8 @@ def status_schema() -> Schema:
             "observedGeneration": _integer("The generation this status describes."),
             "conditions": {
                 "type": "array",
-                "description": "Ready, Progressing, Degraded, VRAMBudget, SoakPassing.",
+                "description": "Ready, Progressing, Degraded, VRAMBudget, SoakPassing, "
+                "SignalsAvailable.",
                 "items": _object(
                     "A standard condition.",
                     {
@@ -199,11 +355,8 @@ def status_schema() -> Schema:
                 "description": "Per-GPU placement and caps computed by the VRAM planner.",
                 "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
             },
-            "soak": {
-                "type": "object",
-                "description": "The last soak test's result.",
-                "x-kubernetes-preserve-unknown-fields": True,
-            },
+            "soak": soak_status_schema(),
+            "scaling": scaling_status_schema(),
         },
     )
 

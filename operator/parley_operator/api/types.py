@@ -53,6 +53,11 @@ POD_MOUNT_PATHS = ("/tmp", "/var/cache/parley", "/var/cache/vllm", "/dev/shm")
 _POD_MOUNT_PATHS_CEL = ", ".join(f"'{p}'" for p in POD_MOUNT_PATHS)
 _ABSOLUTE_PATH = "^(/[^/]+)+$"
 _DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: Five cron fields or a macro, or empty (the operator's cron parser judges the values).
+_CRON_FIELD = "[-0-9A-Za-z*/,?#]+"
+MAX_SOAK_HISTORY = 50
+_CRON_MACRO = "@(annually|yearly|monthly|weekly|daily|midnight|hourly)"
+SOAK_SCHEDULE_PATTERN = f"^({_CRON_MACRO}|{_CRON_FIELD}( +{_CRON_FIELD}){{4}})?$"
 
 #: Messages of the CEL rules that the models mirror.
 LLM_ENDPOINT_OR_GPU = (
@@ -333,26 +338,117 @@ class ScalingSpec(APIModel):
     """Runtime autoscaling from the SCOS signals the runtime pods report."""
 
     enabled: bool = Field(True, description="Scale the runtime.")
+    interval_seconds: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description="How often the operator reads SCOS from the runtime pods and decides.",
+    )
     target_utilization: int = Field(
         70, ge=1, le=100, description="Target active/capacity sessions, percent."
     )
+    buffer_sessions: int = Field(
+        1,
+        ge=0,
+        le=10000,
+        description="Sessions of headroom added to the active ones when sizing the runtime "
+        "(with 0 and replicas.min 0 the runtime may scale to zero, and nothing scales it up).",
+    )
+    tolerance: int = Field(
+        10,
+        ge=0,
+        le=50,
+        description="Band around the target utilization, percent, within which the replica "
+        "count holds: demand must exceed the current size by more than this to scale up.",
+    )
+    backpressure_window_seconds: int = Field(
+        10,
+        ge=0,
+        le=600,
+        description="How long a pod must stay at ADMISSION_LIMITED or above before it asks for "
+        "another replica.",
+    )
     scale_up_stabilization_seconds: int = Field(
-        30, ge=0, le=3600, description="Wait before scaling up again."
+        30, ge=0, le=3600, description="Least time between two scale-ups."
     )
     scale_down_stabilization_seconds: int = Field(
-        300, ge=0, le=86400, description="Wait before scaling down."
+        300,
+        ge=0,
+        le=86400,
+        description="How long demand must stay below the current size before a pod is drained.",
     )
     drain_timeout_seconds: int = Field(
-        600, ge=0, le=86400, description="Most time a draining pod is given."
+        600,
+        ge=0,
+        le=86400,
+        description="Most time a draining pod is given to reach 0 sessions before it is removed.",
+    )
+    scrape_timeout_seconds: int = Field(
+        2,
+        ge=1,
+        le=60,
+        description="Timeout of one GET /v1/scos; a failed scrape holds the replica count.",
     )
 
 
 class SoakSpec(APIModel):
-    """Soak tests run as Jobs; their results land in status."""
+    """Soak tests: `parley soak` run as a Job against the runtime Service, on a cron schedule
+    or when the annotation parley.dev/soak-now takes a new value; results land in status."""
 
-    schedule: str = Field("", description="Cron schedule; empty runs no scheduled soak.")
+    schedule: str = Field(
+        "",
+        max_length=128,
+        description="Cron schedule in UTC (minute hour day-of-month month day-of-week, or a "
+        "macro such as @daily); empty runs no scheduled soak.",
+        json_schema_extra=cel(
+            rule(
+                f"self.matches('{SOAK_SCHEDULE_PATTERN}')",
+                "soak.schedule must be a cron expression of 5 fields (minute hour day-of-month "
+                "month day-of-week) or a macro such as @daily, or empty",
+            )
+        ),
+    )
     sessions: int = Field(4, ge=1, le=10000, description="Concurrent sessions.")
     duration_seconds: int = Field(300, ge=10, le=86400, description="How long each soak runs.")
+    duty_cycle: float = Field(
+        0.3, ge=0.01, le=1, description="Share of each session's time spent talking."
+    )
+    max_ttfa_p95_ms: int | None = Field(
+        None,
+        ge=1,
+        le=60000,
+        description="Pass criterion: time to first audio, p95, in ms (default: slo.ttfaP95Ms).",
+    )
+    max_barge_in_p95_ms: int | None = Field(
+        None,
+        ge=1,
+        le=60000,
+        description="Pass criterion: barge-in latency, p95, in ms (default: slo.bargeInP95Ms).",
+    )
+    max_error_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Pass criterion: failed turns and connections over all attempts.",
+    )
+    history: int = Field(
+        5, ge=1, le=MAX_SOAK_HISTORY, description="How many runs status.soak.history keeps."
+    )
+    ttl_seconds_after_finished: int = Field(
+        3600,
+        ge=60,
+        le=604800,
+        description="How long a finished soak Job and its pod are kept (the result is in status "
+        "by then).",
+    )
+    image: str | None = Field(
+        None, description="Image with the parley command (default: runtime.image)."
+    )
+    node_selector: dict[str, str] | None = Field(
+        None,
+        description="Node labels the soak pod must match: keep the load generator off the "
+        "runtime's nodes so that it does not take the CPU it measures.",
+    )
 
 
 class VoiceDeploymentSpec(APIModel):
