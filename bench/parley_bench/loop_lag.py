@@ -11,6 +11,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
+from parley_bench.background import in_background
 from parley_bench.stats import percentile
 
 
@@ -34,10 +35,5 @@ class LoopLagProbe:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LoopLagProbe]:
-        task = asyncio.create_task(self.run(), name="loop-lag")
-        try:
+        async with in_background(self.run(), "loop-lag"):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

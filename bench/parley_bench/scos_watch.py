@@ -13,6 +13,7 @@ import httpx
 from pydantic import ValidationError
 
 from parley.scos import Scos
+from parley_bench.background import in_background
 
 
 async def fetch_scos(http: httpx.AsyncClient, target: str) -> Scos:
@@ -68,13 +69,8 @@ class ScosWatcher:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ScosWatcher]:
         """Scrape in the background for the duration of the block."""
-        task = asyncio.create_task(self.run(), name="scos-watch")
-        try:
+        async with in_background(self.run(), "scos-watch"):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def scrape(self) -> Scos | None:
         try:

@@ -165,8 +165,6 @@ class SignalCollector(ConversationObserver):
             )
         self._metrics.backpressure_level.set(int(self.state.level))
         self._metrics.event_loop_lag.set(load.loop_lag_p95_ms / 1000)
-        self._metrics.sessions_active.set(pod.active)
-        self._metrics.draining.set(int(pod.draining))
         return self.state
 
     def _count_frames(self, pod: PodCounts) -> None:
