@@ -1,5 +1,5 @@
 """The autoscaler end to end: the real control plane, the operator, and a real runtime process
-for every runtime pod (`tests/support/kubelet.py` plays kubelet: each pod's runtime serves on
+for every runtime pod (`bench/parley_bench/kubelet.py` plays kubelet: each pod's runtime serves on
 its own 127.0.0.N:8080, written into the pod's status as its IP). Real WebRTC sessions make the
 load; the windows are shortened through the spec.
 
@@ -28,7 +28,7 @@ from kopf.testing import KopfRunner
 from parley_bench.peer import Peer
 from parley_runtime.webrtc import use_host_addresses
 from tests.support.cluster import ControlPlane
-from tests.support.kubelet import RuntimeKubelet
+from parley_bench.kubelet import RuntimeKubelet
 from tests.support.operator_env import operator_namespace
 from tests.support.runtime_host import free_port
 from tests.support.scripted_llm import ScriptedLLMServer

@@ -28,9 +28,9 @@ Schema = dict[str, Any]
 COMPONENTS = ("runtime", "llm", "tts")
 
 DEFAULT_IMAGES = {
-    "runtime": "ghcr.io/parley-voice/parley:0.1.0",
+    "runtime": "ghcr.io/parley-voice/parley-runtime:0.1.0",
     "llm": "vllm/vllm-openai:v0.11.0",
-    "tts": "ghcr.io/parley-voice/parley:0.1.0",
+    "tts": "ghcr.io/parley-voice/parley-tts:0.1.0",
 }
 
 #: Requests a component's container gets when its spec sets no `resources` (no limits: the
