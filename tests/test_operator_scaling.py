@@ -52,7 +52,9 @@ def policy(**changes: Any) -> ScalingPolicy:
     return replace(ScalingPolicy.from_spec(SPEC), **changes)
 
 
-def scos(active: int, *, level: BackpressureLevel = NORMAL, draining: bool = False) -> Scos:
+def scos(
+    active: int, *, level: BackpressureLevel = NORMAL, draining: bool = False, held_s: float = 0
+) -> Scos:
     nothing = LatencySet(
         ttfa=Percentiles(samples=0), v2v=Percentiles(samples=0), barge_in=Percentiles(samples=0)
     )
@@ -70,7 +72,7 @@ def scos(active: int, *, level: BackpressureLevel = NORMAL, draining: bool = Fal
             cut_total=0,
         ),
         backpressure=Backpressure(
-            level=level, name=level.name, since=0.0, reasons=[], changes_total=0
+            level=level, name=level.name, since=-held_s, reasons=[], changes_total=0
         ),
         latency=Latency(window_s=60.0, steady=nothing, warm_up=nothing),
         turns=Turns(),
@@ -85,12 +87,13 @@ def pod(
     level: BackpressureLevel = NORMAL,
     ready: bool = True,
     draining_since: float | None = None,
+    held_s: float = 0,
 ) -> PodSignal:
     draining = draining_since is not None
     return PodSignal(
         name=name,
         ready=ready and not draining,
-        scos=scos(active, level=level, draining=draining),
+        scos=scos(active, level=level, draining=draining, held_s=held_s),
         draining_since=draining_since,
     )
 
@@ -131,7 +134,7 @@ def test_the_policy_comes_from_the_spec_with_its_defaults() -> None:
     assert (p.min_replicas, p.max_replicas, p.sessions_per_pod) == (1, 10, 8)
     assert (p.target_utilization_pct, p.buffer_sessions, p.tolerance_pct) == (70, 1, 10)
     assert (p.scale_up_stabilization_s, p.scale_down_stabilization_s) == (30, 300)
-    assert (p.drain_timeout_s, p.backpressure_window_s) == (600, 10)
+    assert (p.drain_timeout_s, p.backpressure_window_s) == (600, 3)
     assert (p.interval_s, p.scrape_timeout_s, p.enabled) == (5, 2, True)
 
 
@@ -212,10 +215,25 @@ def test_sustained_admission_pressure_scales_up_after_the_window() -> None:
     def pods(now: float) -> list[PodSignal]:
         return [pod("a", 3, level=LIMITED), pod("b", 2)]
 
-    decisions = run(pods, [0.0, 5.0, 10.0], replicas=2)
+    decisions = run(pods, [0.0, 2.0, 4.0], replicas=2)
     assert [d.direction for d in decisions] == [Direction.HOLD, Direction.HOLD, Direction.UP]
     assert decisions[-1].replicas == 3
-    assert "pod a at ADMISSION_LIMITED for 10 s" in decisions[-1].reason
+    assert "pod a at ADMISSION_LIMITED for 4 s" in decisions[-1].reason
+
+
+def test_the_pods_own_pressure_duration_counts_from_the_first_scrape() -> None:
+    # Seen once, but the pod says it has been limiting for 4 s: past the window already.
+    (decision,) = run(
+        lambda now: [pod("a", 3, level=LIMITED, held_s=4), pod("b", 2)], [100.0], replicas=2
+    )
+    assert (decision.direction, decision.replicas) == (Direction.UP, 3)
+    assert "pod a at ADMISSION_LIMITED for 4 s" in decision.reason
+    # Held for less than the window by its own account: the operator waits.
+    (held,) = run(
+        lambda now: [pod("a", 3, level=LIMITED, held_s=2), pod("b", 2)], [100.0], replicas=2
+    )
+    assert held.direction == Direction.HOLD
+    assert held.state.pressure_since == {"a": 98.0}
 
 
 def test_a_single_blip_of_pressure_does_not() -> None:

@@ -11,6 +11,9 @@ Why the rules are what they are:
   changes nothing.
 - A pod at ADMISSION_LIMITED or above is already refusing sessions; held for longer than
   `backpressureWindowSeconds` it asks for one more pod even when the session count does not.
+  How long it has been held is what the pod itself reports (`backpressure.since`), or since
+  the operator first saw it, whichever is longer: the scrape interval does not add a window
+  of its own on top of the pod's.
 - Growing is cheap to undo and slow to take effect (a new pod loads its models), so it happens
   at once, by as many pods as needed, at most once per `scaleUpStabilizationSeconds`.
 - Shrinking costs conversations when done wrong, so it waits until demand stayed below the
@@ -351,13 +354,16 @@ def _below_band(policy: ScalingPolicy, demand: Demand, size: int) -> bool:
 
 
 def _pressure_since(pods: _Pods, state: ScalerState, now: float) -> dict[str, float]:
-    """When each pod was first seen at PRESSURE_LEVEL or above, without a break. An unanswered
+    """Since when each pod is at PRESSURE_LEVEL or above, without a break. An unanswered
     scrape keeps the pod's record (unknown is not recovered); a pod seen below it loses it."""
     since: dict[str, float] = {}
     for pod in pods.admitting():
         assert pod.scos is not None
-        if pod.scos.backpressure.level >= PRESSURE_LEVEL:
-            since[pod.name] = state.pressure_since.get(pod.name, now)
+        pressure = pod.scos.backpressure
+        if pressure.level >= PRESSURE_LEVEL:
+            # The pod's own duration (its clock, so no skew), placed on the operator's clock.
+            reported = now - max(0.0, pod.scos.generated_at - pressure.since)
+            since[pod.name] = min(state.pressure_since.get(pod.name, now), reported)
     for name in pods.unscraped:
         if name in state.pressure_since and name not in pods.draining:
             since[name] = state.pressure_since[name]

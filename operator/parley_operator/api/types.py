@@ -362,7 +362,7 @@ class ScalingSpec(APIModel):
         "count holds: demand must exceed the current size by more than this to scale up.",
     )
     backpressure_window_seconds: int = Field(
-        10,
+        3,
         ge=0,
         le=600,
         description="How long a pod must stay at ADMISSION_LIMITED or above before it asks for "
