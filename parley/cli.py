@@ -142,6 +142,13 @@ def _add_soak(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     soak.add_argument("--seed", type=int, default=0, help="picks the questions and timings")
     soak.add_argument("--cycle", type=parse_duration, default="60s", help="active + idle period")
     soak.add_argument(
+        "--call-length",
+        type=parse_duration,
+        default=None,
+        help="each session hangs up after about this long (±25 %%) and dials again; "
+        "default: one call for the whole run",
+    )
+    soak.add_argument(
         "--ramp", type=parse_duration, default=None, help="stagger starts (min(cycle, 1/5 run))"
     )
     soak.add_argument("--max-ttfa-p95-ms", type=float, default=250.0, help="criterion")
@@ -240,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             barge_in_share=args.barge_in_share,
             seed=args.seed,
             cycle_s=args.cycle,
+            call_s=args.call_length,
             ramp_s=args.ramp,
             scrape_interval_s=args.scrape_interval,
             progress_interval_s=args.progress_interval,

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,6 +38,7 @@ import httpx
 from parley.demo import LLM_MODEL_NAME, LOG_DIR, LLMServer
 from parley_bench.loop_lag import LoopLagProbe
 from parley_bench.peer import AgentRecorder, Peer, ScriptedMicrophone
+from parley_bench.proc import cpu_seconds, machine_cpu_seconds, rss_mib
 from parley_bench.results import write_results
 from parley_bench.scos_watch import fetch_scos
 from parley_bench.soak import Criteria, Soak, SoakConfig
@@ -51,7 +51,6 @@ CONNECT_CONCURRENCY = 8
 #: After the last connection of a step, before the hold starts (handshakes finish).
 SETTLE_S = 5.0
 SESSION_CAP = 1000
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -141,26 +140,6 @@ class RuntimeProcess:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
-
-
-def machine_cpu_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, all cores (`/proc/stat`)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    idle = values[3] + values[4]  # idle, iowait
-    return (sum(values) - idle) / _CLOCK_TICKS, sum(values) / _CLOCK_TICKS
 
 
 class CpuMeter:

@@ -16,6 +16,10 @@ pod-delete stage removes a deleted pod at once, so no pod lingers terminating.
 `partition(pod)` stops a pod's process but leaves the pod Ready with its address, as a network
 partition between the operator and the pod would: its SCOS is unreachable. `restore(pod)`
 starts it again, optionally with other settings (`PARLEY_*` variables).
+
+`Kubelet` is the loop; what runs for a pod is its backend: `RuntimeKubelet` starts a runtime
+process per pod, `parley bench scaling` also uses SCOS stand-ins (`scos_pods.py`) for a
+hundred pods that no machine of this size could run as real runtimes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self
 
 import httpx
 from kubernetes import client, config
@@ -95,25 +99,43 @@ class RuntimeProcess:
             return False
 
 
-class RuntimeKubelet:
-    """Plays kubelet for the pods matching `selector` in `namespace` (see the module doc)."""
+class PodBackend(Protocol):
+    """What serves one pod at its address: started when the pod is placed, stopped (SIGTERM:
+    drained) when it is deleted."""
+
+    address: str
+    partitioned: bool
+    ready: bool
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 40) -> int | None: ...
+
+    def probe(self) -> bool: ...
+
+
+class Kubelet:
+    """Plays kubelet for the pods matching `selector` in `namespace` (see the module doc);
+    `backend(pod, container, address)` makes what serves each one."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, selector: str, llm_url: str, logs: Path
+        self, kubeconfig: Path | None, namespace: str, selector: str, first_index: int = 0
     ) -> None:
         self.namespace = namespace
         self.selector = selector
-        self.llm_url = llm_url
-        self.logs = logs
-        self.core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        api = config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
+        self.core = client.CoreV1Api(api)
         self.exit_codes: dict[str, int | None] = {}
-        self._processes: dict[str, RuntimeProcess] = {}
-        self._next_address = 2
+        self._processes: dict[str, PodBackend] = {}
+        self._next_index = first_index
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
 
-    def __enter__(self) -> RuntimeKubelet:
+    def backend(self, pod: str, container: Any, address: str) -> PodBackend:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -131,20 +153,13 @@ class RuntimeKubelet:
 
     def url(self, pod: str) -> str:
         with self._lock:
-            return self._processes[pod].url
+            return f"http://{self._processes[pod].address}:{RUNTIME_PORT}"
 
     def partition(self, pod: str) -> None:
         with self._lock:
             runtime = self._processes[pod]
             runtime.partitioned = True
         runtime.stop()
-
-    def restore(self, pod: str, env: dict[str, str] | None = None) -> None:
-        with self._lock:
-            runtime = self._processes[pod]
-            runtime.env = dict(env or {})
-            runtime.start()
-            runtime.partitioned = False
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -156,7 +171,8 @@ class RuntimeKubelet:
                 print(f"kubelet stand-in: {exc}", file=sys.stderr)
 
     def _sync(self) -> None:
-        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+        listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+        pods: list[Any] = listed.items
         present = set()
         for pod in pods:
             name = pod.metadata.name
@@ -171,25 +187,19 @@ class RuntimeKubelet:
             # SIGTERM drains: live sessions go on until they end or the drain timeout.
             threading.Thread(target=self._stop_gone, args=(name, runtime), daemon=True).start()
 
-    def _stop_gone(self, name: str, runtime: RuntimeProcess) -> None:
+    def _stop_gone(self, name: str, runtime: PodBackend) -> None:
         self.exit_codes[name] = runtime.stop()
 
-    def _start(self, name: str, container: Any) -> RuntimeProcess:
-        address = f"127.0.0.{self._next_address}"
-        self._next_address += 1
-        rendered = list(container.args or [])  # what the operator rendered from the spec
-        args = ["--host", address, "--port", str(RUNTIME_PORT), "--llm-url", self.llm_url]
-        for flag in ("--max-sessions", "--drain-timeout-s"):
-            args += [flag, rendered[rendered.index(flag) + 1]]
-        runtime = RuntimeProcess(
-            pod=name, address=address, args=args, log=self.logs / f"{name}.log"
-        )
+    def _start(self, name: str, container: Any) -> PodBackend:
+        index, self._next_index = self._next_index, self._next_index + 1
+        address = f"127.0.{index // 250}.{index % 250 + 2}"  # 127.0.0.1 is the test's own
+        runtime = self.backend(name, container, address)
         runtime.start()
         with self._lock:
             self._processes[name] = runtime
         return runtime
 
-    def _report(self, pod: Any, runtime: RuntimeProcess) -> None:
+    def _report(self, pod: Any, runtime: PodBackend) -> None:
         """Write the pod's address, and Ready as the runtime says, when they differ."""
         if not runtime.partitioned:
             runtime.ready = runtime.probe()
@@ -216,3 +226,39 @@ class RuntimeKubelet:
             {"status": status},
             _content_type="application/merge-patch+json",
         )
+
+
+class RuntimeKubelet(Kubelet):
+    """A real `parley runtime serve` per pod, with the rendered session cap, drain timeout and
+    LLM model, the given LLM server, and `env` (`PARLEY_*` settings) on top of `RUNTIME_ENV`."""
+
+    def __init__(
+        self,
+        kubeconfig: Path | None,
+        namespace: str,
+        selector: str,
+        llm_url: str,
+        logs: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(kubeconfig, namespace, selector)
+        self.llm_url = llm_url
+        self.logs = logs
+        self.env = dict(env or {})
+
+    def backend(self, pod: str, container: Any, address: str) -> RuntimeProcess:
+        rendered = list(container.args or [])  # what the operator rendered from the spec
+        args = ["--host", address, "--port", str(RUNTIME_PORT), "--llm-url", self.llm_url]
+        for flag in ("--max-sessions", "--drain-timeout-s", "--llm-model"):
+            args += [flag, rendered[rendered.index(flag) + 1]]
+        return RuntimeProcess(
+            pod=pod, address=address, args=args, log=self.logs / f"{pod}.log", env=self.env
+        )
+
+    def restore(self, pod: str, env: dict[str, str] | None = None) -> None:
+        with self._lock:
+            runtime = self._processes[pod]
+            assert isinstance(runtime, RuntimeProcess)
+            runtime.env = {**self.env, **(env or {})}
+            runtime.start()
+            runtime.partitioned = False

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from kubernetes import client, config
 
+from parley_bench.proc import rss_mib
 from parley_bench.results import write_results
 from parley_operator.api import GROUP, PLURAL, VERSION, crd
 from parley_operator.render import VD_LABEL
@@ -110,13 +111,6 @@ class Cluster:
             )
             for i in items
         )
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_operator_bench(sequential: int, total: int, out: str, timeout_s: float = 1800) -> int:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -119,6 +120,7 @@ class SoakConfig:
     barge_in_share: float = 0.2
     seed: int = 0
     cycle_s: float = 60.0  # one active + idle period, on average
+    call_s: float | None = None  # hang up after about this long and dial again; None: never
     ramp_s: float | None = None  # session starts spread over this; default min(cycle, 1/5 run)
     scrape_interval_s: float = 5.0
     progress_interval_s: float = 5.0
@@ -138,6 +140,8 @@ class SoakConfig:
             raise ValueError(f"--barge-in-share must be in [0, 1], got {self.barge_in_share}")
         if self.cycle_s <= 0 or (self.ramp_s is not None and self.ramp_s < 0):
             raise ValueError("--cycle must be positive and --ramp not negative")
+        if self.call_s is not None and self.call_s <= 0:
+            raise ValueError("--call-length must be more than zero")
 
     @property
     def ramp(self) -> float:
@@ -465,21 +469,30 @@ class Soak:
         self.tally.last_connect_error = f"{type(exc).__name__}: {exc}"[:200]
 
     async def _converse(self, connection: _Connection, rng: random.Random) -> None:
-        """Active periods of back-to-back turns, then idle periods, until the run ends or the
-        server ends the session."""
+        """Active periods of back-to-back turns, then idle periods, until the run ends, the
+        call has lasted its length (the client hangs up; `_session` dials again) or the server
+        ends the session."""
         duty = self.config.duty_cycle
         active_target = duty * self.config.cycle_s
-        while self._remaining() > 0:
+        call_s = self.config.call_s
+        hang_up_at = connection.opened_at + call_s * rng.uniform(0.75, 1.25) if call_s else math.inf
+
+        def left() -> float:
+            return min(self._remaining(), hang_up_at - time.monotonic())
+
+        while left() > 0:
             period_start = time.monotonic()
             while True:
                 if await self._turn(connection, rng) == "cut":
                     return
                 active = time.monotonic() - period_start
-                if active >= active_target or self._remaining() <= 0:
+                if active >= active_target or left() <= 0:
                     break
             idle = active * (1 - duty) / duty * rng.uniform(0.8, 1.2)
-            if idle > 0 and await self._idle(connection, min(idle, self._remaining())):
+            if min(idle, left()) > 0 and await self._idle(connection, min(idle, left())):
                 return
+        if self._remaining() > 0:
+            self.tally.connections["hung_up"] += 1
 
     async def _idle(self, connection: _Connection, seconds: float) -> bool:
         """Stay silent for `seconds`; True when the server ended the session meanwhile."""
@@ -585,7 +598,9 @@ class Soak:
             "stages_p50_p95_ms": t.stage_percentiles(),
             "errors": dict(t.errors.most_common()),
             "error_rate": error_rate,
-            "connections": {k: t.connections[k] for k in ("opened", "rejected", "failed", "cut")},
+            "connections": {
+                k: t.connections[k] for k in ("opened", "hung_up", "rejected", "failed", "cut")
+            },
             "client_loop_lag_p95_ms": self.lag.p95_ms(),
             "scos": scos.summary(),
             "criteria": results,
