@@ -622,3 +622,27 @@ async def test_measured_handlers_count_runs_errors_and_time() -> None:
     assert sample("parley_operator_reconcile_errors_total", kind="unit") == 1
     assert sample("parley_operator_reconcile_duration_seconds_count", kind="unit") == runs + 2
     assert fine.__name__ == "fine"  # kopf names handlers after the function
+
+
+def test_vram_caps_and_soak_results_are_gauges_a_deletion_removes() -> None:
+    def cap(component: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "parley_operator_vram_cap_bytes",
+            {"namespace": "ns", "voicedeployment": "vd", "component": component},
+        )
+
+    def soak() -> float | None:
+        labels = {"namespace": "ns", "voicedeployment": "vd"}
+        return REGISTRY.get_sample_value("parley_operator_soak_passing", labels)
+
+    metrics.observe_vram_caps("ns", "vd", {"llm": 40.0, "tts": 2.5})
+    assert (cap("llm"), cap("tts"), cap("runtime")) == (40 * 2**30, 2.5 * 2**30, None)
+    metrics.observe_vram_caps("ns", "vd", {"llm": 40.0})  # the TTS went off the GPU
+    assert cap("tts") is None and cap("llm") == 40 * 2**30
+    assert soak() is None  # no result yet: no sample, not a failure
+    metrics.observe_soak("ns", "vd", passed=False)
+    assert soak() == 0
+    metrics.observe_soak("ns", "vd", passed=True)
+    assert soak() == 1
+    metrics.forget("ns", "vd")
+    assert (cap("llm"), soak()) == (None, None)

@@ -88,6 +88,7 @@ async def test_metrics_and_scos_move_with_a_real_conversation(runtime: RunningAp
         assert any(e["type"] == "visemes" for at, e in peer.events if at > asked)
         # a client's own V2V report lands in SCOS (and nonsense does not)
         before_v2v = summary.latency.warm_up.v2v.samples
+        before_v2v_count = await metric(runtime.url, "parley_v2v_seconds_count")
         assert peer.send_client_metrics(v2v_ms=912.0)
         assert peer.send_client_metrics(v2v_ms=-3.0)
         deadline = time.monotonic() + 5
@@ -95,6 +96,9 @@ async def test_metrics_and_scos_move_with_a_real_conversation(runtime: RunningAp
             assert time.monotonic() < deadline, "the client's V2V report never reached SCOS"
             await asyncio.sleep(0.1)
         assert (await scos(runtime.url)).latency.warm_up.v2v.samples == before_v2v + 1
+        # … and in Prometheus, once (the nonsense dropped there too)
+        v2v_count = await metric(runtime.url, "parley_v2v_seconds_count")
+        assert v2v_count == before_v2v_count + 1
     finally:
         await peer.close()
     assert (await scos(runtime.url)).sessions.active == 0

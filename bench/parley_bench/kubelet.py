@@ -99,6 +99,11 @@ class RuntimeProcess:
             return False
 
 
+def loopback_address(index: int) -> str:
+    """The `index`-th pod address: 127.0.0.2, 127.0.0.3, … (127.0.0.1 is the test's own)."""
+    return f"127.0.{index // 250}.{index % 250 + 2}"
+
+
 class PodBackend(Protocol):
     """What serves one pod at its address: started when the pod is placed, stopped (SIGTERM:
     drained) when it is deleted."""
@@ -192,8 +197,7 @@ class Kubelet:
 
     def _start(self, name: str, container: Any) -> PodBackend:
         index, self._next_index = self._next_index, self._next_index + 1
-        address = f"127.0.{index // 250}.{index % 250 + 2}"  # 127.0.0.1 is the test's own
-        runtime = self.backend(name, container, address)
+        runtime = self.backend(name, container, loopback_address(index))
         runtime.start()
         with self._lock:
             self._processes[name] = runtime
@@ -240,8 +244,9 @@ class RuntimeKubelet(Kubelet):
         llm_url: str,
         logs: Path,
         env: dict[str, str] | None = None,
+        first_index: int = 0,
     ) -> None:
-        super().__init__(kubeconfig, namespace, selector)
+        super().__init__(kubeconfig, namespace, selector, first_index)
         self.llm_url = llm_url
         self.logs = logs
         self.env = dict(env or {})

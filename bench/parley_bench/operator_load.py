@@ -59,7 +59,8 @@ def bench_node(name: str) -> dict[str, Any]:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, namespace: str = NAMESPACE) -> None:
+        self.namespace = namespace
         config.load_kube_config()
         self.api = client.ApiClient()
         self.core = client.CoreV1Api(self.api)
@@ -76,7 +77,7 @@ class Cluster:
                 raise
         time.sleep(2)
         try:
-            self.core.create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
+            self.core.create_namespace({"metadata": {"name": self.namespace}})  # type: ignore[arg-type]
         except client.ApiException as exc:
             if exc.status != 409:
                 raise

@@ -342,11 +342,17 @@ class Soak:
         self.lag = LoopLagProbe()
         self._started = 0.0
         self._deadline = 0.0
+        self._finished = False
 
     # -- time -------------------------------------------------------------------------------
 
+    def finish(self) -> None:
+        """End the run now (a harness running it for as long as it needs): sessions finish
+        the turn they are in and hang up; `run` then returns the summary."""
+        self._finished = True
+
     def _remaining(self) -> float:
-        return self._deadline - time.monotonic()
+        return 0.0 if self._finished else self._deadline - time.monotonic()
 
     async def _sleep_within_run(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, min(seconds, self._remaining())))

@@ -214,6 +214,8 @@ async def reconcile(
         raise kopf.PermanentError(problem) from exc
     meta = vd.metadata
     plan = plan_for(vd.spec, _nodes(gpu_nodes))
+    caps = {cap.component: cap.vram_gib for cap in plan.components.values()}
+    metrics.observe_vram_caps(meta.namespace, meta.name, caps)
     watched = _children(children_by_owner, meta.namespace, meta.name)
     applied: dict[str, Any] = {}
     failure, retry = None, False
@@ -275,10 +277,13 @@ async def child_changed(
     )
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def voice_deployment_changed(event: kopf.RawEvent, uid: str, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
+def voice_deployment_changed(
+    event: kopf.RawEvent, uid: str, namespace: str, name: str, **_: Any
+) -> None:
     if event["type"] == "DELETED":
         publisher().forget(uid)
+        metrics.forget(namespace, name)
 
 
 # -- autoscaler and metrics ------------------------------------------------------------------

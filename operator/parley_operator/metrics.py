@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from threading import Thread
 from typing import ParamSpec, TypeVar
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 DEFAULT_PORT = 8081
 log = logging.getLogger(__name__)
@@ -64,6 +64,20 @@ SESSIONS_CUT = Counter(
     "timed out): the pod's own SIGTERM drain gets a last chance, then cuts them. Goal: 0.",
 )
 
+VRAM_CAP = Gauge(
+    "parley_operator_vram_cap_bytes",
+    "Each GPU component's VRAM cap in a VoiceDeployment's plan (its gpu.vramGiB), in bytes: "
+    "what the component's GPU memory use is measured against.",
+    ["namespace", "voicedeployment", "component"],
+)
+SOAK_PASSING = Gauge(
+    "parley_operator_soak_passing",
+    "The newest soak result of a VoiceDeployment: 1 passed, 0 failed (a criterion missed, or "
+    "no readable summary); no sample before its first result.",
+    ["namespace", "voicedeployment"],
+)
+COMPONENTS = ("runtime", "llm", "tts")
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -94,6 +108,30 @@ def measured(kind: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awa
         return run
 
     return decorate
+
+
+def observe_vram_caps(namespace: str, name: str, caps_gib: Mapping[str, float]) -> None:
+    """A VoiceDeployment's VRAM caps (component → GiB); a component without one has none."""
+    for component in COMPONENTS:
+        if component in caps_gib:
+            VRAM_CAP.labels(namespace, name, component).set(caps_gib[component] * 2**30)
+        else:
+            _remove(VRAM_CAP, namespace, name, component)
+
+
+def observe_soak(namespace: str, name: str, passed: bool) -> None:
+    SOAK_PASSING.labels(namespace, name).set(1 if passed else 0)
+
+
+def forget(namespace: str, name: str) -> None:
+    """A VoiceDeployment is gone: its gauges too."""
+    observe_vram_caps(namespace, name, {})
+    _remove(SOAK_PASSING, namespace, name)
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    with suppress(KeyError):  # never set
+        gauge.remove(*labels)
 
 
 def serve(port: int) -> tuple[WSGIServer, Thread] | None:

@@ -31,6 +31,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from parley_operator import handlers as operator
+from parley_operator import metrics
 from parley_operator.api import GROUP, PLURAL, VERSION, InvalidSpec, VoiceDeployment
 from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL
 from parley_operator.soak import runs
@@ -190,6 +191,9 @@ async def drive(key: tuple[str, str], indexes: Indexes) -> None:
         )
         if step.start is not None:
             step = await _start(vd, step.start, step, now)
+        history = step.state.get("history") or []
+        if history:
+            metrics.observe_soak(namespace, vd.metadata.name, bool(history[0].get("passed")))
         written = await publisher.publish(view, lambda before: soak_status(before, step.state, now))
     if written:
         for notice in step.notices:

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from parley_runtime.telemetry import ConversationObserver, TurnMetrics, TurnOutcome
 
 REJECT_REASONS = ("capacity", "backpressure", "draining")
+#: A client's report beyond this is not a latency (a clock jump, a bogus client): dropped.
+CLIENT_REPORT_MAX_S = 60.0
 LATENCY_BUCKETS = (
     0.01,
     0.025,
@@ -62,6 +64,11 @@ class RuntimeMetrics:
         )
         self.tts_first_chunk = histogram(
             "parley_tts_first_chunk_seconds", "TTS request to its first audio chunk."
+        )
+        self.v2v = histogram(
+            "parley_v2v_seconds",
+            "Voice-to-voice as clients measure it and report it on the events channel (the "
+            "user's last voiced sample to the first agent audio they heard).",
         )
         self.end_of_turn_delay = histogram(
             "parley_end_of_turn_delay_seconds",
@@ -160,3 +167,10 @@ class PrometheusObserver(ConversationObserver):
 
     def on_error(self, code: str) -> None:
         self.m.turn_errors.labels(code).inc()
+
+    def on_client_report(
+        self, v2v_ms: float | None, barge_in_ms: float | None, steady: bool
+    ) -> None:
+        seconds = _seconds(v2v_ms)
+        if seconds is not None and 0 <= seconds <= CLIENT_REPORT_MAX_S:
+            self.m.v2v.observe(seconds)
