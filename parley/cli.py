@@ -95,11 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     operator = commands.add_parser("operator", help="the Kubernetes operator")
     operator_commands = operator.add_subparsers(dest="operator_command", required=True)
-    operator_commands.add_parser("crd", help="print the VoiceDeployment CRD (YAML)")
-    operator_commands.add_parser("rbac", help="print the operator's ClusterRole (YAML)")
+    crd = operator_commands.add_parser("crd", help="print the VoiceDeployment CRD (YAML)")
+    crd.add_argument(
+        "--apply",
+        action="store_true",
+        help="server-side apply it to the cluster instead (field manager parley, conflicts "
+        "forced; $KUBECONFIG, or the pod's service account)",
+    )
+    operator_commands.add_parser(
+        "rbac", help="print the ClusterRoles of the operator and of `crd --apply` (YAML)"
+    )
     run = operator_commands.add_parser("run", help="run the operator (kopf)")
     run.add_argument("--namespace", "-n", action="append", help="watch these (default: all)")
     run.add_argument("--peering", help="kopf peering name (default: standalone)")
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz (default: none)",
+    )
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
@@ -120,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     op_bench.add_argument("--total", type=int, default=500, help="VoiceDeployments in all")
     op_bench.add_argument("--out", default="bench/results/operator.json", help="JSON output file")
     _add_capacity_bench(bench_commands)
+    _add_scaling_bench(bench_commands)
     _add_soak(commands)
     return parser
 
@@ -185,6 +199,31 @@ def _add_capacity_bench(
         "--keep-going", action="store_true", help="measure every step, even after a failed one"
     )
     capacity.add_argument("--out", default="bench/results/capacity.json", help="JSON output file")
+
+
+def _add_scaling_bench(
+    bench_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    from parley_bench.durations import parse_duration
+
+    scaling = bench_commands.add_parser(
+        "scaling",
+        help="the autoscaler on the cluster in $KUBECONFIG: overload → scale-up time, "
+        "sessions cut over scale-down cycles, operator CPU/RSS scraping many pods",
+    )
+    scaling.add_argument("--cycles", type=int, default=20, help="scale-up/down cycles (0: skip)")
+    scaling.add_argument("--sessions", type=int, default=2, help="calls throughout the cycles")
+    scaling.add_argument("--duty-cycle", type=float, default=0.3, help="of each call")
+    scaling.add_argument("--call-length", type=parse_duration, default="30s", help="±25 %%")
+    scaling.add_argument(
+        "--scale-down-window",
+        type=parse_duration,
+        default="20s",
+        help="scaleDownStabilizationSeconds for the cycles",
+    )
+    scaling.add_argument("--pods", type=int, default=100, help="pods scraped in part 2 (0: skip)")
+    scaling.add_argument("--scrape-hold", type=parse_duration, default="60s", help="measured for")
+    scaling.add_argument("--out", default="bench/results/scaling.json", help="JSON output file")
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -266,6 +305,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 duty_cycle=args.duty_cycle,
                 ttfa_slo_ms=args.ttfa_slo_ms,
                 keep_going=args.keep_going,
+                out=args.out,
+            )
+        )
+    if args.command == "bench" and args.bench_command == "scaling":
+        from parley_bench.scaling import ScalingBenchOptions, run_scaling_bench
+
+        return run_scaling_bench(
+            ScalingBenchOptions(
+                cycles=args.cycles,
+                sessions=args.sessions,
+                duty_cycle=args.duty_cycle,
+                call_s=args.call_length,
+                scale_down_window_s=int(args.scale_down_window),
+                pods=args.pods,
+                scrape_hold_s=args.scrape_hold,
                 out=args.out,
             )
         )

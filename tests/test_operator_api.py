@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from parley_operator.api import (
+    DEFAULT_IMAGES,
     DEFAULT_RESOURCES,
     InvalidSpec,
     VoiceDeployment,
@@ -209,6 +210,26 @@ def test_defaults_under_cel_rules_are_written_out_whole() -> None:
     assert [schema["default"] for schema in objects] == [{"min": 1, "max": 1}]
     for schema in objects:
         assert schema["default"] == apiserver_defaults(schema, copy.deepcopy(schema["default"]))
+
+
+def test_the_installation_chooses_the_images_of_a_spec_that_names_none() -> None:
+    def parsed(spec: dict[str, Any], images: dict[str, str] | None) -> tuple[str, str, str]:
+        meta = {"name": "a", "namespace": "b", "uid": "c"}
+        s = VoiceDeployment.from_object({"metadata": meta, "spec": spec}, images).spec
+        return s.runtime.image, s.tts.image, s.llm.image
+
+    chosen = {"runtime": "registry.local/runtime:7", "tts": "registry.local/tts:7"}
+    assert parsed(MINIMAL, chosen)[:2] == ("registry.local/runtime:7", "registry.local/tts:7")
+    assert parsed(MINIMAL, None) == (
+        DEFAULT_IMAGES["runtime"],
+        DEFAULT_IMAGES["tts"],
+        DEFAULT_IMAGES["llm"],
+    )
+    named = {**MINIMAL, "runtime": {"image": "mine:1"}}
+    assert parsed(named, chosen)[0] == "mine:1"  # the spec's own choice wins
+    # Not a schema default: the apiserver must not write one image into every object.
+    runtime = crd_spec_schema()["properties"]["runtime"]["properties"]["image"]
+    assert "default" not in runtime and "PARLEY_OPERATOR_RUNTIME_IMAGE" in runtime["description"]
 
 
 def test_a_minimal_spec_gets_every_default() -> None:

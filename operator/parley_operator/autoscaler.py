@@ -64,6 +64,7 @@ from parley_operator.scaling import (
     decide,
 )
 from parley_operator.scrape import Scraped, read_all, set_draining
+from parley_operator.settings import default_images
 from parley_operator.status import (
     Notice,
     decision_cause,
@@ -293,7 +294,7 @@ class Autoscaler:
         if view is None or view["metadata"].get("deletionTimestamp"):
             return None
         try:
-            vd = VoiceDeployment.from_object(view)
+            vd = VoiceDeployment.from_object(view, default_images())
         except InvalidSpec:
             return RETRY_S  # the reconcile reports it
         policy = ScalingPolicy.from_spec(vd.spec)

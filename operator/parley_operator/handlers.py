@@ -54,6 +54,7 @@ from parley_operator.reconcile import (
     plan_for,
 )
 from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL
+from parley_operator.settings import default_images
 from parley_operator.soak import handlers as soak_handlers  # noqa: F401 (registers them)
 from parley_operator.status import Notice, freshest, reconcile_failure, rollout_view
 from parley_operator.vram import GPU_MEMORY_LABEL, VramPlan
@@ -205,7 +206,7 @@ async def reconcile(
 ) -> None:
     view = _view(body)
     try:
-        vd = VoiceDeployment.from_object(view)
+        vd = VoiceDeployment.from_object(view, default_images())
     except InvalidSpec as exc:
         problem = str(exc)
         await publisher().publish(
@@ -258,7 +259,7 @@ async def child_changed(
     if not owner or view is None or view["metadata"].get("deletionTimestamp"):
         return
     try:
-        vd = VoiceDeployment.from_object(view)
+        vd = VoiceDeployment.from_object(view, default_images())
     except InvalidSpec:
         return  # the reconcile reported it; nothing here can change that
     plan = plan_for(vd.spec, _nodes(gpu_nodes))

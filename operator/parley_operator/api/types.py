@@ -14,7 +14,15 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "parley.dev"
@@ -27,6 +35,8 @@ Schema = dict[str, Any]
 
 COMPONENTS = ("runtime", "llm", "tts")
 
+#: The components whose default image the operator's installation may choose.
+OPERATOR_IMAGES = ("runtime", "tts")
 DEFAULT_IMAGES = {
     "runtime": "ghcr.io/parley-voice/parley-runtime:0.1.0",
     "llm": "vllm/vllm-openai:v0.11.0",
@@ -162,6 +172,25 @@ def _image(component: str) -> Any:
     return Field(DEFAULT_IMAGES[component], description=f"Container image for the {component}.")
 
 
+def _operator_image(component: str) -> Any:
+    """An image the operator's installation chooses when the spec names none: not a schema
+    default (the apiserver would store it in every object), but filled in at parse time from
+    the `images` of `VoiceDeployment.from_object`, else `DEFAULT_IMAGES`."""
+    return Field(
+        None,
+        validate_default=True,
+        description=f"Container image for the {component} (default: the operator's "
+        f"PARLEY_OPERATOR_{component.upper()}_IMAGE, else {DEFAULT_IMAGES[component]}).",
+    )
+
+
+def _fill_image(component: str, value: Any, info: ValidationInfo) -> Any:
+    if value is not None:
+        return value
+    images = (info.context or {}).get("images") or {}
+    return images.get(component) or DEFAULT_IMAGES[component]
+
+
 def _resources(component: str) -> Any:
     return Field(
         default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES[component]),
@@ -212,8 +241,14 @@ class ASRSpec(APIModel):
 class RuntimeSpec(ComponentSpec):
     """The voice runtime (parley runtime serve): WebRTC sessions, VAD, ASR, turn-taking."""
 
-    image: str = _image("runtime")
+    image: str = _operator_image("runtime")
     resources: dict[str, Any] = _resources("runtime")
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _default_image(cls, value: Any, info: ValidationInfo) -> Any:
+        return _fill_image("runtime", value, info)
+
     replicas: ReplicaBounds = Field(default_factory=ReplicaBounds)
     sessions_per_pod: int = Field(8, ge=1, le=1000, description="Session cap of each runtime pod.")
     asr: ASRSpec = Field(default_factory=ASRSpec)
@@ -257,7 +292,13 @@ class LLMSpec(ComponentSpec):
 class TTSSpec(ComponentSpec):
     """The speech server (parley tts serve)."""
 
-    image: str = _image("tts")
+    image: str = _operator_image("tts")
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _default_image(cls, value: Any, info: ValidationInfo) -> Any:
+        return _fill_image("tts", value, info)
+
     resources: dict[str, Any] = _resources("tts")
     backend: Literal["piper", "xtts"] = Field("piper", description="piper (CPU) or xtts (GPU).")
     voice: str = Field("en_US-joe-medium", description="Default voice.")
@@ -466,9 +507,10 @@ class VoiceDeploymentSpec(APIModel):
     )
 
     gpu: GPUSpec | None = None
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    # Validated from {} (not built directly) so that the parse context fills in the image.
+    runtime: RuntimeSpec = Field(default_factory=dict, validate_default=True)
     llm: LLMSpec
-    tts: TTSSpec = Field(default_factory=TTSSpec)
+    tts: TTSSpec = Field(default_factory=dict, validate_default=True)
     models: ModelsVolume | None = None
     slo: SLOSpec = Field(default_factory=SLOSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
@@ -499,7 +541,11 @@ def with_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
     """`spec` as the apiserver stores it: every schema default filled in, absent fields
     absent (for tests and tools that start from a manifest)."""
     parsed = VoiceDeploymentSpec.model_validate(spec)
-    return parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    stored = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for component in OPERATOR_IMAGES:  # filled in at parse time, never stored
+        if "image" not in (spec.get(component) or {}):
+            stored[component].pop("image")
+    return stored
 
 
 # -- the object --------------------------------------------------------------------------------
@@ -530,11 +576,14 @@ class VoiceDeployment(BaseModel):
     spec: VoiceDeploymentSpec
 
     @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> VoiceDeployment:
+    def from_object(
+        cls, obj: Mapping[str, Any], images: Mapping[str, str] | None = None
+    ) -> VoiceDeployment:
         """Parse an object from the API (apiVersion, kind and status are ignored); `InvalidSpec`
-        names every field refused."""
+        names every field refused. `images`: component → the image of a spec naming none
+        (the operator's installation's choice; `DEFAULT_IMAGES` otherwise)."""
         try:
-            return cls.model_validate(obj)
+            return cls.model_validate(obj, context={"images": dict(images or {})})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"

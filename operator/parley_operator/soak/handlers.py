@@ -34,6 +34,7 @@ from parley_operator import handlers as operator
 from parley_operator import metrics
 from parley_operator.api import GROUP, PLURAL, VERSION, InvalidSpec, VoiceDeployment
 from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL
+from parley_operator.settings import default_images
 from parley_operator.soak import runs
 from parley_operator.soak.jobs import (
     COMPONENT,
@@ -164,7 +165,7 @@ async def drive(key: tuple[str, str], indexes: Indexes) -> None:
     if view is None or view["metadata"].get("deletionTimestamp"):
         return
     try:
-        vd = VoiceDeployment.from_object(view)
+        vd = VoiceDeployment.from_object(view, default_images())
     except InvalidSpec:
         return  # the reconcile reports it
     async with _locks[vd.metadata.uid]:
