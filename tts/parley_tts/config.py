@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley_tts.openai_names import DEFAULT_VOICE, OPENAI_VOICES
 from parley_tts.voices import DEFAULT_PIPER_VOICE
 
 
@@ -23,6 +24,11 @@ class TTSSettings(BaseSettings):
     default_voice: str = Field(DEFAULT_PIPER_VOICE, description="Voice used when none is asked.")
     piper_voices: dict[str, str] = Field(
         default_factory=dict, description="Extra Piper voices: name -> path of a voice .onnx."
+    )
+    openai_voices: dict[str, str] = Field(
+        default_factory=lambda: dict.fromkeys(OPENAI_VOICES, DEFAULT_VOICE),
+        description="Voice names a request may use for a configured voice: name -> voice, "
+        "'default' being the model's default voice. The default maps OpenAI's voices.",
     )
     preload: list[str] = Field(
         default_factory=list, description="More models to load at startup, e.g. ['xtts']."
@@ -49,3 +55,18 @@ class TTSSettings(BaseSettings):
     retry_after_s: int = Field(2, ge=1)
     max_input_chars: int = Field(4096, ge=1, description="Longer inputs are refused with 413.")
     piper_threads: int = Field(2, ge=1, description="Threads shared by all Piper voices.")
+
+    @model_validator(mode="after")
+    def _openai_voices_exist(self) -> Self:
+        """With Piper as the default model, every mapped voice must be a configured one (XTTS
+        speakers are known only once the checkpoint is loaded)."""
+        if self.default_model != "piper":
+            return self
+        known = {DEFAULT_VOICE, DEFAULT_PIPER_VOICE, self.default_voice, *self.piper_voices}
+        wrong = {name: voice for name, voice in self.openai_voices.items() if voice not in known}
+        if wrong:
+            raise ValueError(
+                f"openai_voices maps to voices Piper does not have: {wrong}; "
+                f"configured voices: {sorted(known - {DEFAULT_VOICE})}"
+            )
+        return self

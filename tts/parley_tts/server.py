@@ -1,9 +1,12 @@
 """`parley tts serve`: an OpenAI-compatible streaming speech server.
 
 `POST /v1/audio/speech` streams audio sentence by sentence, so the first bytes leave while the
-rest is still being synthesized. Models are held by the `ModelManager`; at most `max_streams`
-syntheses run at once, `max_queue` more may wait, and beyond that the answer is `503` with
-`Retry-After`. A client that hangs up stops its synthesis at the next sentence.
+rest is still being synthesized, in any of OpenAI's formats, and takes OpenAI's model and voice
+names, so the official SDK works unchanged. Models are held by the `ModelManager`; at most
+`max_streams` syntheses run at once, `max_queue` more may wait, and beyond that the answer is
+`503` with `Retry-After`. A client that hangs up stops its synthesis at the next sentence; a
+backend that fails once audio has started aborts the response, so the client sees an
+incomplete body rather than a short one that looks whole.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from parley.pcm import SPEECH_RATE, Resampler
@@ -28,25 +34,52 @@ from parley_tts.base import TTSService
 from parley_tts.catalog import Catalog, CatalogError
 from parley_tts.chunker import SentenceChunker
 from parley_tts.config import TTSSettings
-from parley_tts.formats import MEDIA_TYPES, streaming_wav_header
+from parley_tts.formats import FORMATS, ResponseFormat, make_encoder
 from parley_tts.manager import ModelManager
 from parley_tts.metrics import TTSMetrics
+from parley_tts.openai_names import OPENAI_MODELS
 from parley_tts.piper import PiperTTS
 from parley_tts.voices import ModelNotFoundError
 from parley_tts.vram import VramError
 from parley_tts.xtts import XTTSBackend, check_xtts_dir, load_xtts
 
 log = logging.getLogger(__name__)
+MAX_LOGGED_FIELDS = 32  # ignored fields are logged once per name, for this many names
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's form for a custom voice, `{"id": "..."}`; here the id names a voice."""
+
+    id: str
 
 
 class SpeechRequest(BaseModel):
-    """OpenAI's speech request; `model` and `voice` default to the server's defaults."""
+    """OpenAI's speech request; `model` and `voice` default to the server's defaults. Fields
+    this server does not act on (`instructions`, and any unknown one) are accepted and
+    logged."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str | None = None
     input: str = Field(min_length=1)
-    voice: str | None = None
-    response_format: Literal["pcm", "wav"] = "wav"
+    voice: str | VoiceRef | None = None
+    response_format: ResponseFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = None
+    stream_format: Literal["audio", "sse"] = "audio"
+
+    @property
+    def voice_name(self) -> str | None:
+        return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+
+    def ignored(self) -> list[str]:
+        """The fields sent that change nothing here."""
+        return (["instructions"] if self.instructions else []) + sorted(self.model_extra or {})
+
+
+class StreamAborted(RuntimeError):
+    """Synthesis failed after the response started: raised out of the body so the server
+    closes the connection without the final chunk, and the client sees an incomplete read."""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -69,6 +102,23 @@ class _ManagedStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._cleanup()
+
+
+def error_response(
+    status: int, detail: Any, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """FastAPI's `{"detail": ...}` and OpenAI's `{"error": {"message": ...}}` in one body, so
+    both plain HTTP clients and the OpenAI SDK show the reason."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    error = {"message": message, "type": kind, "param": None, "code": None}
+    return JSONResponse({"detail": detail, "error": error}, status, headers=headers)
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """`input: String should have at least 1 character; speed: ...`"""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors
+    )
 
 
 def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
@@ -106,6 +156,7 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
     )
     streams = asyncio.Semaphore(settings.max_streams)
     state = {"ready": False, "waiting": 0, "active": 0}
+    logged_ignored: set[str] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,9 +181,25 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
     metrics.observe_state(manager, 0, 0)
     app.state.settings = settings
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, exc.detail, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        return error_response(422, jsonable_encoder(errors), validation_message(errors))
+
     @app.post("/v1/audio/speech")
     async def speech(body: SpeechRequest, request: Request) -> Response:
-        model = body.model or catalog.default_model
+        if body.stream_format == "sse":
+            raise HTTPException(
+                422, "stream_format 'sse' is not supported; the audio itself is streamed"
+            )
+        for name in body.ignored():
+            if name not in logged_ignored and len(logged_ignored) < MAX_LOGGED_FIELDS:
+                logged_ignored.add(name)
+                log.info("ignoring the request field %.40r: this server does not act on it", name)
         text = body.input.strip()
         if not text:
             raise HTTPException(422, "input is empty")
@@ -142,7 +209,8 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
                 f"input is {len(body.input)} characters; the limit is {settings.max_input_chars}",
             )
         try:
-            key = catalog.key(model, body.voice)
+            model = catalog.model(body.model)
+            key = catalog.key(model, body.voice_name)
         except CatalogError as exc:
             raise HTTPException(404, str(exc)) from exc
         if state["active"] + state["waiting"] >= settings.max_streams + settings.max_queue:
@@ -169,13 +237,17 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
                 state["active"] -= 1
                 streams.release()
 
-        xtts_voice = body.voice or catalog.default_xtts_voice()
+        voice: str | None = None  # Piper: the voice is the model
         try:
             backend = await stack.enter_async_context(manager.use(key))
-            if model == "xtts" and xtts_voice and xtts_voice not in backend.voices():
-                raise CatalogError(
-                    f"unknown voice {xtts_voice!r} for xtts; known voices: {backend.voices()}"
-                )
+            if model == "xtts":
+                speakers = backend.voices()
+                voice = catalog.voice(model, body.voice_name, speakers)
+                voice = voice or catalog.default_xtts_voice()
+                if voice and voice not in speakers:
+                    raise CatalogError(
+                        f"unknown voice {voice!r} for xtts; known voices: {speakers}"
+                    )
         except CatalogError as exc:
             await cleanup()
             raise HTTPException(404, str(exc)) from exc
@@ -187,25 +259,29 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
             await cleanup()
             raise
 
-        voice = xtts_voice if model == "xtts" else None
-        audio = _synthesize(backend, text, voice, body.speed, body.response_format, model)
-        return _ManagedStream(
-            audio,
-            cleanup,
-            media_type=MEDIA_TYPES[body.response_format],
-            headers={"X-Sample-Rate": str(SPEECH_RATE), "X-Audio-Format": "s16le-mono"},
-        )
+        fmt = body.response_format
+        headers = {"X-Sample-Rate": str(SPEECH_RATE)}
+        if fmt in ("pcm", "wav"):
+            headers["X-Audio-Format"] = "s16le-mono"
+        audio = _synthesize(backend, text, voice, body.speed, fmt, model)
+        return _ManagedStream(audio, cleanup, media_type=FORMATS[fmt].media_type, headers=headers)
 
     async def _synthesize(
-        backend: TTSService, text: str, voice: str | None, speed: float, fmt: str, model: str
+        backend: TTSService,
+        text: str,
+        voice: str | None,
+        speed: float,
+        fmt: ResponseFormat,
+        model: str,
     ) -> AsyncIterator[bytes]:
         started = time.monotonic()
         resampler = Resampler(SPEECH_RATE)
         samples = 0
         outcome = "ok"
-        if fmt == "wav":
-            yield streaming_wav_header()
+        encoder = make_encoder(fmt)
         try:
+            if header := encoder.start():
+                yield header
             for sentence in split_sentences(text):
                 async for pcm in backend.synthesize(sentence, voice, speed):
                     out = resampler.pcm(pcm, backend.sample_rate)
@@ -213,9 +289,10 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
                         if samples == 0:
                             metrics.ttfb.labels(model).observe(time.monotonic() - started)
                         samples += out.size
-                        yield out.tobytes()
+                        if data := encoder.encode(out):
+                            yield data
                 metrics.sentences.labels(model).inc()
-            yield resampler.flush().tobytes()
+            yield encoder.encode(resampler.flush()) + encoder.finish()
             if samples:
                 metrics.rtf.labels(model).observe(
                     (time.monotonic() - started) / (samples / SPEECH_RATE)
@@ -223,11 +300,13 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
-        except Exception as exc:  # a backend failure ends this stream, not the server
+        except Exception as exc:  # a backend failure aborts this stream, not the server
             outcome = "error"
             metrics.stream_errors.labels(model).inc()
-            log.warning("synthesis failed mid-stream (%s): %r", model, exc)
+            log.warning("synthesis failed mid-stream (%s), aborting the response: %r", model, exc)
+            raise StreamAborted(f"synthesis failed mid-stream ({model}): {exc!r}") from exc
         finally:
+            encoder.close()
             metrics.requests.labels(model, outcome).inc()
 
     @app.get("/v1/models")
@@ -244,9 +323,10 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
                     "id": model,
                     "object": "model",
                     "owned_by": "parley",
+                    "aliases": list(OPENAI_MODELS) if model == catalog.default_model else [],
                     "voices": voices,
                     "sample_rate": SPEECH_RATE,
-                    "formats": sorted(MEDIA_TYPES),
+                    "formats": list(FORMATS),
                 }
             )
         return {"object": "list", "data": data}
