@@ -17,11 +17,14 @@ import socket
 import sys
 from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
 
+import pydantic
 import uvicorn
 from fastapi import FastAPI
 
 log = logging.getLogger("parley")
+S = TypeVar("S", bound=pydantic.BaseModel)
 
 
 class _DrainingServer(uvicorn.Server):
@@ -63,6 +66,20 @@ class _DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
+def _settings(kind: type[S], overrides: dict[str, object]) -> S | None:
+    """The settings from the flags and `PARLEY_*` variables, or None after saying what is
+    wrong with them (one line per field, not a traceback)."""
+    try:
+        return kind(**overrides)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        log.error("cannot start: invalid settings: %s", problems)
+        return None
+
+
 def serve_runtime(
     overrides: dict[str, object],
     on_ready: Callable[[], None] | None = None,
@@ -71,7 +88,9 @@ def serve_runtime(
     from parley_runtime import RuntimeSettings, create_app
     from parley_runtime.models import ModelNotFoundError, check_models
 
-    settings = RuntimeSettings(**overrides)  # type: ignore[arg-type]
+    settings = _settings(RuntimeSettings, overrides)
+    if settings is None:
+        return 1
     try:
         check_models(settings.asr_model, None if settings.tts_url else settings.tts_voice)
     except ModelNotFoundError as exc:
@@ -101,7 +120,9 @@ def serve_tts(overrides: dict[str, object]) -> int:
     from parley_tts.voices import ModelNotFoundError
     from parley_tts.xtts import check_xtts_dir
 
-    settings = TTSSettings(**overrides)  # type: ignore[arg-type]
+    settings = _settings(TTSSettings, overrides)
+    if settings is None:
+        return 1
     try:
         if settings.xtts_model_dir or settings.default_model == "xtts":
             check_xtts_dir(settings.xtts_model_dir)

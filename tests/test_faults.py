@@ -4,6 +4,7 @@ Each is reported clearly and the rest of the system keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -171,3 +172,29 @@ class TestMissingModels:
         )
         assert result.returncode == 1
         assert "cannot start" in result.stderr and "/nowhere" in result.stderr
+
+    @pytest.mark.parametrize(
+        ("command", "env", "said"),
+        [
+            (["runtime", "serve", "--max-sessions", "0"], {}, "max_sessions: Input should be"),
+            (
+                ["tts", "serve"],
+                {"PARLEY_TTS_OPENAI_VOICES": '{"alloy": "nope"}'},
+                "Piper does not have: {'alloy': 'nope'}",
+            ),
+        ],
+    )
+    def test_invalid_settings_are_one_line_not_a_traceback(
+        self, command: list[str], env: dict[str, str], said: str
+    ) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "parley", *command, "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
+        assert result.returncode == 1
+        assert "cannot start: invalid settings:" in result.stderr and said in result.stderr
+        assert "Traceback" not in result.stderr
