@@ -19,6 +19,14 @@ import httpx
 
 LOG_DIR = Path(os.environ.get("PARLEY_CACHE", Path.home() / ".cache" / "parley")) / "logs"
 LLM_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: What the LLM server child keeps of our environment. llama.cpp's server reads its settings
+#: from any variable named like one (PORT, HOST, MODEL, N_CTX, ...): `PORT=9000 make demo`
+#: would make it bind 9000 itself. It gets its settings as flags, and only these variables.
+CHILD_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH")
+
+
+def child_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in CHILD_ENVIRONMENT if name in os.environ}
 
 
 def say(message: str) -> None:
@@ -60,7 +68,11 @@ class LLMServer:
         say(f"starting the local LLM server ({LLM_MODEL_NAME}, llama.cpp) on {self.url}")
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=child_environment(),
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

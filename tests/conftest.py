@@ -24,6 +24,8 @@ from tests.support.cluster import CACHE, ControlPlane, build_tools
 from tests.support.runtime_host import RunningApp, RuntimeHost, free_port
 from tests.support.scripted_llm import ScriptedLLMServer
 
+pytest_plugins = ["pytester", "tests.support.skip_report"]
+
 
 @pytest.fixture(scope="session")
 def llm_url() -> Iterator[str]:
@@ -66,11 +68,6 @@ def scripted_llm() -> Iterator[ScriptedLLMServer]:
 
 _failed: list[str] = []
 _notes: list[str] = []
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.failed:
-        _failed.append(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

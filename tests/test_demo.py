@@ -8,10 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from tests.support.runtime_host import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def children_of(pid: int) -> list[int]:
@@ -76,4 +79,41 @@ def test_demo_starts_serves_and_stops_everything_on_sigterm() -> None:
     finally:
         if demo.poll() is None:
             demo.kill()
+            demo.wait()
+
+
+README_DEMO_ON_ANOTHER_PORT = "PORT=9000 make demo"
+
+
+def test_the_readme_command_for_another_port_serves_there() -> None:
+    """Run as the README writes it: make passes PORT on to every child, and the LLM server
+    must not take it for its own port (it would bind 9000 and the demo would wait for it)."""
+    readme = (REPO / "README.md").read_text()
+    assert f"`{README_DEMO_ON_ANOTHER_PORT}`" in readme
+    demo = subprocess.Popen(
+        ["bash", "-c", README_DEMO_ON_ANOTHER_PORT],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (line := demo.stdout.readline()):
+            lines.append(line.rstrip())
+            if line.strip() == "open http://127.0.0.1:9000":
+                break
+        assert "open http://127.0.0.1:9000" in lines, "\n".join(lines)
+        assert httpx.get("http://127.0.0.1:9000/readyz").json()["ready"] is True
+        assert httpx.get("http://127.0.0.1:8081/v1/models").status_code == 200  # its own port
+    finally:
+        os.killpg(demo.pid, signal.SIGTERM)
+        try:
+            demo.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
