@@ -2,8 +2,9 @@
 the client goes away.
 
 The manager answers offers, keeps the registry, and runs a reaper that closes sessions whose
-peer never connected, whose connection failed, or whose inbound audio stopped arriving.
-Closing a session cancels its tasks, stops its tracks and drops its model state.
+peer never connected, whose connection failed, whose inbound audio stopped arriving, or that
+could not process their inbound audio for a second (`InboundFaults`). Closing a session
+cancels its tasks, waits for them to finish, stops its tracks and drops its model state.
 
 Admission: a new session needs a free slot under the cap the backpressure level allows
 (`admission_cap`), and the pod not draining. The manager keeps the pod's session counts
@@ -22,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import av
@@ -55,6 +57,51 @@ class CapacityError(RuntimeError):
 
 #: Client messages on the events channel larger than this are ignored unread.
 _MAX_CLIENT_MESSAGE = 4096
+#: The reap reason of a session that gave up on its inbound audio.
+AUDIO_FAILED = "audio processing failed"
+
+
+class FrameFault(Enum):
+    """What to do about one inbound frame that could not be processed."""
+
+    LOG = "log"  # log it, with its traceback
+    COUNT = "count"  # count it, say nothing
+    GIVE_UP = "give_up"  # the session can no longer hear its user: end it
+
+
+@dataclass
+class InboundFaults:
+    """Failures of the inbound audio path, in frames (pure: no clock, no I/O).
+
+    One frame that fails is lost and the conversation goes on. The first failure is logged
+    with its traceback, then one in every `log_every`, so a persistent fault cannot flood the
+    log (aiortc delivers a frame every 20 ms). `give_up_after` failures in a row (about a
+    second of audio) mean the fault is not going away: the user would be talking to an agent
+    that cannot hear them.
+    """
+
+    give_up_after: int = 50
+    log_every: int = 500
+    in_a_row: int = 0
+    total: int = 0
+    logged_in_run: bool = False
+
+    def failed(self) -> FrameFault:
+        self.in_a_row += 1
+        self.total += 1
+        if self.in_a_row >= self.give_up_after:
+            return FrameFault.GIVE_UP
+        if (self.total - 1) % self.log_every == 0:
+            self.logged_in_run = True
+            return FrameFault.LOG
+        return FrameFault.COUNT
+
+    def recovered(self) -> int:
+        """A frame went through after failures: the length of the run of failures it ends if
+        that run was logged (its end is worth a line too), else 0."""
+        run = self.in_a_row if self.logged_in_run else 0
+        self.in_a_row, self.logged_in_run = 0, False
+        return run
 
 
 @dataclass
@@ -92,6 +139,8 @@ class Session:
             services, settings, self.output, self.events, observers, system_prompt, voice
         )
         self._reader: asyncio.Task[None] | None = None
+        #: Why the session cannot go on (it then waits for the reaper), if it cannot.
+        self.failure: str | None = None
         self.closed = asyncio.Event()
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
@@ -124,6 +173,8 @@ class Session:
         )
 
     def stale_reason(self, settings: RuntimeSettings, now: float) -> str | None:
+        if self.failure is not None:
+            return self.failure
         state = self.pc.connectionState
         if state in ("failed", "closed"):
             return f"connection {state}"
@@ -135,18 +186,21 @@ class Session:
         return None
 
     async def close(self) -> None:
-        """Close everything; the client gets `state: ended` first when it can."""
+        """Close everything; the client gets `state: ended` first when it can. The track
+        and the peer connection are closed even if closing the conversation fails."""
         if self.closed.is_set():
             return
         self.closed.set()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self.conversation.close()
-        await self.events.flushed()
-        self.output.stop()
-        await self.pc.close()
+        try:
+            if self._reader is not None:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+            await self.conversation.close()
+            await self.events.flushed()
+        finally:
+            self.output.stop()
+            await self.pc.close()
 
     # -- aiortc callbacks -----------------------------------------------------------------
 
@@ -175,6 +229,7 @@ class Session:
 
     async def _read(self, track: MediaStreamTrack) -> None:
         resampler = Resampler(INPUT_RATE)
+        faults = InboundFaults()
         try:
             while True:
                 frame = await track.recv()
@@ -182,11 +237,44 @@ class Session:
                 self.last_audio_at = time.monotonic()
                 try:
                     self.conversation.feed(resampler.frame(frame))
-                except Exception as exc:  # one bad frame or bug must not end the session
-                    log.exception("session %s: audio processing failed", self.id[:8])
-                    self.conversation.report_error("internal", repr(exc))
+                except Exception as exc:  # a bad frame is dropped; a fault that persists ends it
+                    if not self._frame_failed(faults, exc):
+                        return
+                else:
+                    if faults.in_a_row and (run := faults.recovered()):
+                        log.warning(
+                            "session %s: inbound audio recovered after %d failed frames",
+                            self.id[:8],
+                            run,
+                        )
         except MediaStreamError:
             log.info("session %s: inbound audio ended", self.id[:8])
+
+    def _frame_failed(self, faults: InboundFaults, exc: Exception) -> bool:
+        """Act on one failed inbound frame; False once the session has given up on them."""
+        fault = faults.failed()
+        if fault is FrameFault.LOG:
+            log.error(
+                "session %s: processing inbound audio failed (%d frames so far)",
+                self.id[:8],
+                faults.total,
+                exc_info=exc,
+            )
+        elif fault is FrameFault.GIVE_UP:
+            log.error(
+                "session %s: inbound audio failed %d frames in a row (last: %r); ending it",
+                self.id[:8],
+                faults.in_a_row,
+                exc,
+            )
+            self.failure = AUDIO_FAILED
+            self.conversation.report_error(
+                "audio_failed",
+                "the agent can no longer process your audio, so this session is ending; "
+                "please reconnect",
+            )
+            return False
+        return True
 
 
 class SessionManager:
@@ -317,10 +405,15 @@ class SessionManager:
         return self.sessions.get(session_id)
 
     async def remove(self, session_id: str) -> bool:
+        """Take a session out of the registry and close it. One that fails to close is gone
+        all the same (logged): nothing could close it later."""
         session = self.sessions.pop(session_id, None)
         if session is None:
             return False
-        await session.close()
+        try:
+            await session.close()
+        except Exception:
+            log.exception("session %s failed to close", session_id[:8])
         sent, late = self._closed_frames
         self._closed_frames = (sent + session.output.frames_sent, late + session.output.late_frames)
         self._metrics.sessions_active.set(len(self.sessions))
@@ -334,13 +427,20 @@ class SessionManager:
     async def _reap_forever(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            now = time.monotonic()
-            for session in list(self.sessions.values()):
+            await self._reap(time.monotonic())
+
+    async def _reap(self, now: float) -> None:
+        """Close the sessions that are stale at `now`. Whatever goes wrong with one is logged
+        and the others are still reaped, now and at every later round."""
+        for session in list(self.sessions.values()):
+            try:
                 reason = session.stale_reason(self._settings, now)
                 if reason is not None:
                     log.info("reaping session %s: %s", session.id[:8], reason)
                     await self.remove(session.id)
                     self._metrics.sessions_reaped.labels(reason).inc()
+            except Exception:
+                log.exception("reaping session %s failed; the reaper goes on", session.id[:8])
 
     async def close(self) -> None:
         if self._reaper is not None:

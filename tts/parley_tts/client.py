@@ -1,7 +1,9 @@
 """Client for an OpenAI-compatible `/v1/audio/speech` server streaming raw PCM.
 
 The server states its PCM rate in the `X-Sample-Rate` response header; without it we assume
-OpenAI's `pcm` format (24 kHz, 16-bit little-endian, mono).
+OpenAI's `pcm` format (24 kHz, 16-bit little-endian, mono). A stream at another rate is
+resampled to the client's `sample_rate`: one client serves every session at once, so the rate
+of one response must never change how another is read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import AsyncIterator
 import httpx
 import numpy as np
 
+from parley.pcm import Resampler
 from parley_tts.base import TTSError, TTSService
 
 OPENAI_PCM_RATE = 24_000
@@ -53,13 +56,20 @@ class HTTPSpeechClient(TTSService):
                     raise TTSError(
                         f"TTS server {self.base_url} answered {response.status_code}: {detail}"
                     )
-                self.sample_rate = int(response.headers.get("x-sample-rate", OPENAI_PCM_RATE))
+                rate = int(response.headers.get("x-sample-rate", OPENAI_PCM_RATE))
+                resampler = Resampler(self.sample_rate) if rate != self.sample_rate else None
                 async for data in response.aiter_bytes():
                     data = odd + data
                     whole = len(data) // 2 * 2
                     odd = data[whole:]
                     if whole:
-                        yield np.frombuffer(data[:whole], dtype="<i2").astype(np.int16)
+                        pcm = np.frombuffer(data[:whole], dtype="<i2").astype(np.int16)
+                        if resampler is not None:
+                            pcm = resampler.pcm(pcm, rate)
+                        if pcm.size:
+                            yield pcm
+                if resampler is not None and (tail := resampler.flush()).size:
+                    yield tail
         except httpx.HTTPError as exc:
             raise TTSError(f"TTS server {self.base_url} failed: {exc!r}") from exc
 

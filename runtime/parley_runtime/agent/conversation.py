@@ -12,7 +12,6 @@ for shorter answers) and reports every turn's outcome and latencies to its obser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -115,6 +114,8 @@ class Conversation:
         self._partial: asyncio.Task[None] | None = None
         self._carry_over = ""
         self.reply: Reply | None = None
+        #: Every reply started and not yet finished, whether current or dropped.
+        self._replies: list[Reply] = []
         self._follower: asyncio.Task[None] | None = None
         self._barge_in_ms: float | None = None
         self.turns = 0
@@ -130,18 +131,24 @@ class Conversation:
         return self.turns > _WARM_UP_TURNS or time.monotonic() - self._started_at >= _WARM_UP_S
 
     async def close(self) -> None:
+        """End the conversation: cancel every reply still running (the current one and any
+        dropped earlier that is still unwinding), the follower and the partial transcript,
+        and return only once all of them have finished."""
         if self.state is not ConversationState.ENDED:
             self._set_state(ConversationState.ENDED)
+        self.reply = None
+        replies, self._replies = self._replies, []
         tasks = [t for t in (self._partial, self._follower) if t is not None]
-        if self.reply is not None:
-            self.reply.cancel()
-            tasks.append(asyncio.ensure_future(self.reply.wait_closed()))
-            self.reply = None
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for reply in replies:
+            reply.cancel()
+        results = await asyncio.gather(
+            *tasks, *(reply.wait_closed() for reply in replies), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("a conversation task failed before it was closed", exc_info=result)
 
     # -- audio in -------------------------------------------------------------------------
 
@@ -266,7 +273,7 @@ class Conversation:
 
     def _new_reply(self, audio: np.ndarray) -> Reply:
         prefix, self._carry_over = self._carry_over, ""
-        return Reply(
+        reply = Reply(
             brief=self._services.backpressure() >= BackpressureLevel.BRIEF,
             brief_max_tokens_factor=self._settings.brief_max_tokens_factor,
             transcribe=lambda: self._services.asr.transcribe(audio),
@@ -278,6 +285,9 @@ class Conversation:
             output=self._output,
             send=self._events.send,
         )
+        self._replies = [r for r in self._replies if not r.finished]
+        self._replies.append(reply)
+        return reply
 
     async def _follow(self, reply: Reply, turn: int) -> None:
         """Walk a committed reply through THINKING → SPEAKING → LISTENING; reset the turn if

@@ -13,7 +13,6 @@ tokens and adds a brevity instruction for this turn; the audio itself is never d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -107,9 +106,15 @@ class Reply:
         for future in (self.transcript, self.first_audio, self.played_out):
             future.cancel()
 
+    @property
+    def finished(self) -> bool:
+        """The reply's task is over (done, failed or cancelled and unwound)."""
+        return self._task.done()
+
     async def wait_closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        """Wait until the reply's task is over, without cancelling it or raising what ended
+        it; cancelling the waiter cancels only the wait."""
+        await asyncio.wait({self._task})
 
     @property
     def spoken_text(self) -> str:
