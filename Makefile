@@ -17,7 +17,7 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-portable
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: help setup system-deps k8s-tools cluster-up cluster-down kind-up kind-down demo test lint typecheck bench clean
+.PHONY: help setup system-deps k8s-tools cluster-up cluster-down kind-up kind-down demo test lint typecheck bench images clean
 
 help:
 	@echo "make demo       install what is missing, start the local LLM + runtime, open the page"
@@ -27,6 +27,7 @@ help:
 	@echo "make k8s-tools  build the test control plane (kube-*, etcd, helm, kwok) once, cached"
 	@echo "make cluster-up / cluster-down   that control plane with fake GPU nodes, for kubectl"
 	@echo "make kind-up    a kind cluster instead, on machines with Docker"
+	@echo "make images     the container images, with buildah (no Docker); docs/images.md"
 
 setup: $(VENV)/.installed system-deps
 
@@ -51,13 +52,20 @@ $(VENV)/.installed: pyproject.toml
 	  | grep --line-buffered -E '^(Collecting|Successfully|ERROR)' | sed -u 's/^/[setup]   /'
 	@touch $@
 
-# Debian's Chromium drives the real-browser test; installed when we can (root with apt).
+# Debian's Chromium drives the real-browser test; Debian's buildah and mmdebstrap build the
+# container images. Installed when we can (root with apt).
 system-deps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "[setup] installing Debian's chromium for the browser test"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
 	  else echo "[setup] chromium not found and cannot install it: the browser test will be skipped"; fi; \
+	fi
+	@if ! command -v buildah >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "[setup] installing Debian's buildah and mmdebstrap for the container images"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap) >/dev/null; \
+	  else echo "[setup] buildah or mmdebstrap not found and cannot install them: the image tests will be skipped"; fi; \
 	fi
 
 # The test control plane, built from pinned upstream Go modules (tests/k8s/versions.mk) into
@@ -89,6 +97,12 @@ lint: $(VENV)/.installed
 
 typecheck: $(VENV)/.installed
 	@$(BIN)/mypy
+
+# Container images without Docker: buildah (chroot isolation, vfs storage) on a Debian
+# bookworm base from mmdebstrap, cached in ~/.cache/parley/images; the CUDA variants need
+# Docker Hub, so they are reported, not built. The first build takes ~2 minutes on 2 cores.
+images: $(VENV)/.installed system-deps
+	@$(BIN)/python images/build.py
 
 bench: $(VENV)/.installed
 	@$(BIN)/parley bench latency --url http://127.0.0.1:$(PORT) --turns $(TURNS)
