@@ -102,8 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="server-side apply it to the cluster instead (field manager parley, conflicts "
         "forced; $KUBECONFIG, or the pod's service account)",
     )
-    operator_commands.add_parser(
-        "rbac", help="print the ClusterRoles of the operator and of `crd --apply` (YAML)"
+    rbac = operator_commands.add_parser(
+        "rbac", help="print the operator's roles and the ClusterRole of `crd --apply` (YAML)"
+    )
+    rbac.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        help="namespaced mode: a Role in each of these, and a ClusterRole of the cluster-scoped "
+        "reads only (default: cluster mode, one ClusterRole)",
     )
     run = operator_commands.add_parser("run", help="run the operator (kopf)")
     run.add_argument("--namespace", "-n", action="append", help="watch these (default: all)")
@@ -172,6 +179,10 @@ def _add_soak(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     soak.add_argument("--progress-interval", type=parse_duration, default="5s", help="stderr")
     soak.add_argument(
         "--result-file", help="also write the JSON summary here, e.g. /dev/termination-log"
+    )
+    soak.add_argument(
+        "--token-file",
+        help="a file holding the bearer token to create sessions with (an API or admin token)",
     )
 
 
@@ -291,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scrape_interval_s=args.scrape_interval,
             progress_interval_s=args.progress_interval,
             criteria=Criteria(args.max_ttfa_p95_ms, args.max_barge_in_p95_ms, args.max_error_rate),
+            token_file=args.token_file,
         )
         return run_soak(config, args.result_file)
     if args.command == "bench" and args.bench_command == "capacity":

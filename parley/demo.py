@@ -106,6 +106,25 @@ class LLMServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def demo_settings(host: str, port: int, llm_url: str) -> dict[str, object]:
+    """The runtime's settings in the demo. Its page is served to this machine's browser only:
+    Host names other than the loopback ones (and `host`) are refused, so a web page whose name
+    is re-pointed at 127.0.0.1 (DNS rebinding) cannot drive it; `PARLEY_ALLOWED_HOSTS` in the
+    environment replaces that list."""
+    from parley.security.browser import loopback_hosts
+
+    settings: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "llm_url": llm_url,
+        "llm_model": LLM_MODEL_NAME,
+        "ice_host_addresses": ["127.0.0.1"] if host in ("127.0.0.1", "localhost") else [],
+    }
+    if "PARLEY_ALLOWED_HOSTS" not in os.environ:
+        settings["allowed_hosts"] = loopback_hosts(host)
+    return settings
+
+
 def run_demo(host: str = "127.0.0.1", port: int | None = None, llm_port: int = 8081) -> int:
     from parley.serve import serve_runtime
     from parley_runtime.models import ModelNotFoundError
@@ -121,13 +140,7 @@ def run_demo(host: str = "127.0.0.1", port: int | None = None, llm_port: int = 8
         llm.start()
         say("loading speech models (faster-whisper tiny.en, Silero VAD, Piper en_US-joe-medium)")
         return serve_runtime(
-            {
-                "host": host,
-                "port": port,
-                "llm_url": llm.url,
-                "llm_model": LLM_MODEL_NAME,
-                "ice_host_addresses": ["127.0.0.1"] if host in ("127.0.0.1", "localhost") else [],
-            },
+            demo_settings(host, port, llm.url),
             on_ready=lambda: say(f"ready. Ctrl-C stops everything.\nopen http://{host}:{port}"),
             drain_on_sigterm=False,
         )

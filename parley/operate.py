@@ -1,4 +1,4 @@
-"""`parley operator crd [--apply] | rbac | run`."""
+"""`parley operator crd [--apply] | rbac [--namespace NS ...] | run`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ def operator_command(args: argparse.Namespace) -> int:
         print(crd_yaml(), end="")
         return 0
     if args.operator_command == "rbac":
-        from parley_operator.rbac import cluster_roles_yaml
+        from parley_operator.rbac import rbac_yaml
 
-        print(cluster_roles_yaml(), end="")
+        print(rbac_yaml(args.namespace or ()), end="")
         return 0
     return run_operator(args)
 

@@ -97,8 +97,15 @@ def serve_runtime(
         log.error("cannot start: %s", exc)
         return 1
     app = create_app(settings)
+    # Who the client is behind a proxy is the runtime's call (PARLEY_TRUSTED_PROXIES), not
+    # uvicorn's (by default it believes X-Forwarded-For from 127.0.0.1).
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        proxy_headers=False,
     )
     server = _DrainingServer(config, app) if drain_on_sigterm else uvicorn.Server(config)
     if on_ready is not None:

@@ -25,10 +25,10 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+from parley_bench.kubelet import RuntimeKubelet
 from parley_bench.peer import Peer
 from parley_runtime.webrtc import use_host_addresses
 from tests.support.cluster import ControlPlane
-from parley_bench.kubelet import RuntimeKubelet
 from tests.support.operator_env import operator_namespace
 from tests.support.runtime_host import free_port
 from tests.support.scripted_llm import ScriptedLLMServer

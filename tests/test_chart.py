@@ -31,7 +31,13 @@ from kopf._cogs.structs import references
 
 from parley_operator import metrics
 from parley_operator.api import DEFAULT_IMAGES, VoiceDeployment
-from parley_operator.rbac import CRD_APPLY_RULES, RULES, cluster_roles_yaml
+from parley_operator.rbac import (
+    CLUSTER_SCOPED_RULES,
+    CRD_APPLY_RULES,
+    NAMESPACED_RULES,
+    RULES,
+    rbac_yaml,
+)
 from parley_operator.render import render
 from parley_operator.vram import plan_vram
 from tests.support.cluster import REPO, ControlPlane
@@ -42,10 +48,10 @@ from tests.support.helm import (
     helm_bin,
     local_command,
     prometheus_operator_crds,
-    service_account_kubeconfig,
     template,
 )
 from tests.support.runtime_host import free_port
+from tests.support.service_accounts import service_account_kubeconfig
 from tests.support.waiting import eventually
 
 Manifest = dict[str, Any]
@@ -133,20 +139,50 @@ def test_the_charts_crds_are_the_repositorys_plus_kopfs_peering() -> None:
 
 
 def test_the_charts_rbac_is_the_operators_rbac_source() -> None:
-    """files/rbac.yaml is `parley operator rbac`, and the ClusterRoles rendered from it carry
-    exactly the rules of operator/parley_operator/rbac.py."""
-    assert (CHART / "files" / "rbac.yaml").read_text() == cluster_roles_yaml(), (
-        "stale: run `parley operator rbac > charts/parley/files/rbac.yaml`"
-    )
+    """files/rbac.yaml is `parley operator rbac`, files/rbac-namespaced.yaml `parley operator
+    rbac --namespace voice`, and the roles rendered from them carry exactly the rules of
+    operator/parley_operator/rbac.py: one ClusterRole serving every namespace by default."""
+    files = {
+        "rbac.yaml": (rbac_yaml(), "parley operator rbac"),
+        "rbac-namespaced.yaml": (rbac_yaml(["voice"]), "parley operator rbac --namespace voice"),
+    }
+    for name, (generated, command) in files.items():
+        assert (CHART / "files" / name).read_text() == generated, (
+            f"stale: run `{command} > charts/parley/files/{name}`"
+        )
     docs = template("--set", "crds.upgradeHook.enabled=true")
     assert one(docs, "ClusterRole", "parley-operator")["rules"] == RULES
     assert one(docs, "ClusterRole", "parley-crd-apply")["rules"] == CRD_APPLY_RULES
+    assert not find(docs, "Role") and not find(docs, "RoleBinding")
     binding = one(docs, "ClusterRoleBinding", "parley-operator")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "parley-operator", "namespace": NAMESPACE}
     ]
     deployment = one(docs, "Deployment", "parley-operator")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "parley-operator"
+
+
+def test_watched_namespaces_get_roles_and_the_cluster_only_its_reads() -> None:
+    """With operator.watchNamespaces, the namespaced mode of rbac.py: a Role and RoleBinding in
+    each watched namespace, and a ClusterRole of the cluster-scoped reads only."""
+    docs = template("--set", "operator.watchNamespaces={voice,support}")
+    subjects = [{"kind": "ServiceAccount", "name": "parley-operator", "namespace": NAMESPACE}]
+    assert one(docs, "ClusterRole", "parley-operator")["rules"] == CLUSTER_SCOPED_RULES
+    assert one(docs, "ClusterRoleBinding", "parley-operator")["subjects"] == subjects
+    roles, role_bindings = find(docs, "Role"), find(docs, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["support", "voice"]
+    assert all(r["metadata"]["name"] == "parley-operator" for r in roles)
+    assert all(r["rules"] == NAMESPACED_RULES for r in roles)
+    assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["support", "voice"]
+    for binding in role_bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "parley-operator",
+        }
+        assert binding["subjects"] == subjects
+    args = operator_container(docs)["args"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--namespace"] == ["voice", "support"]
 
 
 # -- values and schema ------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The runtime's HTTP contract, including every bad input the design names."""
+"""The runtime's HTTP contract, including every bad input the design names. The client here is
+local (loopback) and the runtime has no tokens: it may do everything, as `parley demo`'s page
+may; what others may not do is `tests/test_abuse.py`."""
 
 from __future__ import annotations
 
@@ -51,6 +53,9 @@ async def test_json_offer_answer_and_lifecycle(http: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["type"] == "answer" and body["sdp"].startswith("v=0")
     assert response.headers["location"] == f"/v1/sessions/{body['id']}"
+    # The session's secret: a field added to the answer, and a header.
+    assert set(body) == {"id", "sdp", "type", "secret"}
+    assert response.headers["parley-session-secret"] == body["secret"]
     listed = (await http.get("/v1/sessions")).json()
     assert body["id"] in [s["id"] for s in listed["sessions"]]
     one = (await http.get(f"/v1/sessions/{body['id']}")).json()
@@ -66,7 +71,8 @@ async def test_whip_style_sdp_body(http: httpx.AsyncClient) -> None:
     assert response.status_code == 201, response.text
     assert response.headers["content-type"].startswith("application/sdp")
     assert response.text.startswith("v=0") and "a=setup:" in response.text
-    assert (await http.delete(response.headers["location"])).status_code == 204
+    secret = {"Authorization": f"Bearer {response.headers['parley-session-secret']}"}
+    assert (await http.delete(response.headers["location"], headers=secret)).status_code == 204
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The operator's renderers: VoiceDeployment + VRAM plan → Deployments, Services, a PDB.
+"""The operator's renderers: VoiceDeployment + VRAM plan → Deployments, Services, a PDB, and
+the Secret of the runtime's admin token.
 
 Pure and fast, from the contract examples with the schema defaults applied; one test proves
 the output against the real apiserver (server-side dry run, restricted Pod Security warnings).
@@ -19,7 +20,7 @@ import yaml
 from parley.cli import _runtime_overrides, build_parser
 from parley_operator.api import POD_MOUNT_PATHS, VoiceDeployment, with_defaults
 from parley_operator.reconcile import kept_runtime_replicas
-from parley_operator.render import render
+from parley_operator.render import admin_token_of, render, runtime_admin_secret
 from parley_operator.vram import plan_vram
 from parley_runtime import RuntimeSettings
 from parley_tts.config import TTSSettings
@@ -466,6 +467,7 @@ def test_extra_args_are_appended_and_env_is_merged_sorted() -> None:
     assert runtime["args"][:2] == ["--host", "0.0.0.0"]
     assert runtime["env"] == [
         {"name": "EMPTY"},
+        {"name": "PARLEY_ADMIN_TOKENS_FILE", "value": "/var/run/secrets/parley/token"},
         {"name": "PARLEY_LLM_MAX_TOKENS", "value": "40"},
         {"name": "PARLEY_TTS_MODEL", "value": "xtts"},
         {"name": "PARLEY_TTS_VOICE", "value": "alice"},
@@ -484,10 +486,17 @@ def test_extra_args_are_appended_and_env_is_merged_sorted() -> None:
 # -- the command lines are the ones the containers understand --------------------------------
 
 
-def test_the_runtime_command_line_configures_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_runtime_command_line_configures_the_runtime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     runtime = container(rendered("gpu-exclusive.yaml"), "support-agent-runtime")
     for name, value in env(runtime).items():
         monkeypatch.setenv(name, value or "")
+    # The mounted Secret, here: the rendered variable names the file the settings read.
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    assert env(runtime)["PARLEY_ADMIN_TOKENS_FILE"] == "/var/run/secrets/parley/token"
+    monkeypatch.setenv("PARLEY_ADMIN_TOKENS_FILE", str(token_file))
     args = build_parser().parse_args([*runtime["command"][1:], *runtime["args"]])
     settings = RuntimeSettings(**_runtime_overrides(args))  # type: ignore[arg-type]
     assert (settings.host, settings.port) == ("0.0.0.0", 8080)
@@ -497,6 +506,7 @@ def test_the_runtime_command_line_configures_the_runtime(monkeypatch: pytest.Mon
     assert (settings.tts_model, settings.tts_voice) == ("xtts", "default")
     assert (settings.asr_model, settings.asr_device) == ("small.en", "cuda")
     assert settings.max_sessions == 40
+    assert settings.admin_tokens_file == str(token_file)
 
 
 def test_the_tts_command_line_configures_the_tts_server(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -613,9 +623,19 @@ def test_pods_run_unprivileged(name: str) -> None:
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}
         names = {v["name"] for v in spec["volumes"]}
         assert {m["name"] for m in c["volumeMounts"]} == names
-        # emptyDirs, and the model weights' claim (read-only) where spec.models asks for it.
+        # emptyDirs, the model weights' claim (read-only) where spec.models asks for it, and
+        # the runtime's admin token (read-only, readable by its group only).
+        admin_token = {
+            "name": "admin-token",
+            "secret": {
+                "secretName": f"{deployment['metadata']['name']}-admin",
+                "defaultMode": 0o440,
+            },
+        }
         assert all(
-            "emptyDir" in v or v == {"name": "models", "persistentVolumeClaim": ANY}
+            "emptyDir" in v
+            or v == {"name": "models", "persistentVolumeClaim": ANY}
+            or (c["name"] == "runtime" and v == admin_token)
             for v in spec["volumes"]
         )
         paths = {m["mountPath"] for m in c["volumeMounts"] if m["name"] != "models"}
@@ -623,9 +643,39 @@ def test_pods_run_unprivileged(name: str) -> None:
             # vLLM writes kernel and compilation caches: a writable root, $HOME on a volume.
             assert security["readOnlyRootFilesystem"] is False
             assert paths == {env(c)["HOME"], "/dev/shm"}
+        elif c["name"] == "runtime":
+            assert security["readOnlyRootFilesystem"] is True
+            assert paths == {"/tmp", env(c)["XDG_CACHE_HOME"], "/var/run/secrets/parley"}
+            token = next(m for m in c["volumeMounts"] if m["name"] == "admin-token")
+            assert token["readOnly"] is True
         else:
             assert security["readOnlyRootFilesystem"] is True
             assert paths == {"/tmp", env(c)["XDG_CACHE_HOME"]}
+
+
+def test_the_runtime_admin_token_secret_is_owned_and_holds_the_token() -> None:
+    vd = voice_deployment("cpu.yaml")
+    secret = runtime_admin_secret(vd, "s3cr3t-token")
+    assert (secret["apiVersion"], secret["kind"], secret["type"]) == ("v1", "Secret", "Opaque")
+    meta = secret["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("cpu-agent-runtime-admin", NAMESPACE)
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("VoiceDeployment", UID, True)
+    assert meta["labels"]["app.kubernetes.io/component"] == "runtime"
+    assert secret["data"] == {"token": "czNjcjN0LXRva2Vu"}  # base64, as the API stores it
+    assert admin_token_of(secret) == "s3cr3t-token"
+    assert admin_token_of({"data": {}}) is None
+    assert runtime_admin_secret(vd, "s3cr3t-token") == secret  # pure: same input, same object
+    # Not a child the reconcile applies (that would replace the token): created once.
+    assert "Secret" not in {c["kind"] for c in rendered("cpu.yaml")}
+    # The runtime pods mount that Secret.
+    deployment = find(rendered("cpu.yaml"), "Deployment", "cpu-agent-runtime")
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "admin-token", "secret": ANY} in volumes
+    assert (
+        next(v for v in volumes if v["name"] == "admin-token")["secret"]["secretName"]
+        == (meta["name"])
+    )
 
 
 @pytest.mark.parametrize("name", ALL)

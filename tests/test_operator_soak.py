@@ -75,6 +75,7 @@ def test_the_job_runs_parley_soak_against_the_runtime_service_with_the_criteria(
         "--max-barge-in-p95-ms", "150",
         "--max-error-rate", "0.05",
         "--result-file", "/dev/termination-log",
+        "--token-file", "/var/run/secrets/parley/token",
     ]  # fmt: skip
     assert container["image"] == vd.spec.runtime.image
     assert container["terminationMessagePath"] == "/dev/termination-log"
@@ -110,8 +111,20 @@ def test_the_job_has_the_pods_usual_security() -> None:
     assert pod["securityContext"] == pod_security()
     assert container["securityContext"] == container_security(read_only_root=True)
     assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/var/cache/parley"}
-    assert all("emptyDir" in v for v in pod["volumes"])
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert set(mounts) == {"/tmp", "/var/cache/parley", "/var/run/secrets/parley"}
+    assert mounts["/var/run/secrets/parley"]["readOnly"] is True
+    # Scratch space, and the runtime's admin token (its load is one client: not rate-limited).
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/var/run/secrets/parley"]["name"]]["secret"] == {
+        "secretName": "cpu-agent-runtime-admin",
+        "defaultMode": 0o440,
+    }
+    assert all(
+        "emptyDir" in volumes[m["name"]]
+        for m in mounts.values()
+        if m["mountPath"] != "/var/run/secrets/parley"
+    )
     assert "nodeSelector" not in pod
     assert {"name": "XDG_CACHE_HOME", "value": "/var/cache/parley"} in container["env"]
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}}

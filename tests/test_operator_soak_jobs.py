@@ -15,6 +15,7 @@ of its nodes) never touches it.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import subprocess
@@ -100,7 +101,7 @@ def events(plane: ControlPlane) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def cluster(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    with operator_namespace(control_plane, NS) as plane:
+    with operator_namespace(control_plane, NS, rbac="cluster") as plane:
         yield plane
 
 
@@ -109,6 +110,16 @@ def operator(cluster: ControlPlane) -> Iterator[KopfRunner]:
     args = ["run", "--standalone", "--namespace", NS, "-m", "parley_operator.handlers"]
     with KopfRunner(args, timeout=60) as runner:
         yield runner
+
+
+def mount_token(plane: ControlPlane, pod: dict[str, Any], workdir: Path) -> Path:
+    """The runtime's admin token, which the pod mounts from its Secret, as a file."""
+    (secret_name,) = [v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v]
+    assert secret_name == f"{NAME}-runtime-admin"
+    secret = kubectl_json(plane, "get", "secret", secret_name)
+    path = workdir / f"{pod['metadata']['name']}-token"
+    path.write_bytes(base64.b64decode(secret["data"]["token"]))
+    return path
 
 
 def play_kubelet(plane: ControlPlane, job: dict[str, Any], target: str, workdir: Path) -> str:
@@ -127,6 +138,7 @@ def play_kubelet(plane: ControlPlane, job: dict[str, Any], target: str, workdir:
     args[args.index("--target") + 1] = target
     result_file = workdir / f"{job_name}-termination-log"
     args[args.index("--result-file") + 1] = str(result_file)
+    args[args.index("--token-file") + 1] = str(mount_token(plane, pod, workdir))
     started = _now()
     command = [str(PARLEY), *container["command"][1:], *args]
     duration_s = int(args[args.index("--duration") + 1].rstrip("s"))
@@ -222,7 +234,19 @@ def test_the_annotation_runs_real_soaks_one_per_value_and_status_records_them(
     assert condition(vd, "SoakPassing")["reason"] == "SoakPassed"
 
     # The queued run started by itself once the first ended.
-    jobs = eventually(lambda: (j := soak_jobs(cluster)) and len(j) == 2 and j, "the second Job")
+    try:
+        jobs = eventually(
+            lambda: (j := soak_jobs(cluster)) and len(j) == 2 and j, "the second Job", 120
+        )
+    except AssertionError as exc:  # say what the operator thought, not only that it waited
+        status = json.loads(cluster.kubectl("get", "vd", NAME, "-n", NS, "-o", "json"))["status"]
+        listed_events = cluster.kubectl(
+            "get", "events", "-n", NS, "-o", "custom-columns=R:.reason,M:.message"
+        )
+        raise AssertionError(
+            f"{exc}\nstatus.soak: {status.get('soak')}\nstatus.runtime: {status.get('runtime')}"
+            f"\nevents:\n{listed_events}"
+        ) from exc
     assert run_ids(jobs) == ["first", "second"]
     args = jobs[1]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--max-ttfa-p95-ms") + 1] == "1"

@@ -62,7 +62,9 @@ def section_commands(markdown: str, heading: str) -> str:
 @pytest.fixture(scope="module")
 def cluster(control_plane: ControlPlane) -> Iterator[ControlPlane]:
     metrics_port = str(free_port())
-    with operator_namespace(control_plane, NS, PARLEY_OPERATOR_METRICS_PORT=metrics_port) as plane:
+    with operator_namespace(
+        control_plane, NS, rbac="cluster", PARLEY_OPERATOR_METRICS_PORT=metrics_port
+    ) as plane:
         yield plane
 
 

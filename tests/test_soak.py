@@ -254,3 +254,13 @@ def test_bad_arguments_are_a_harness_failure() -> None:
     status, stdout, _ = run_cli(["soak", "--target", "http://x", "--duty-cycle", "1.5"])
     assert status == 2
     assert "--duty-cycle" in json.loads(stdout)["harness_error"]
+
+
+def test_an_unreadable_or_empty_token_file_is_a_harness_failure(tmp_path: Path) -> None:
+    empty = tmp_path / "token"
+    empty.write_text("# no token here\n")
+    for path, said in ((empty, "holds no token"), (tmp_path / "missing", "cannot be read")):
+        status, stdout, _ = run_cli(["soak", "--target", "http://x", "--token-file", str(path)])
+        assert status == 2
+        error = json.loads(stdout)["harness_error"]
+        assert "--token-file" in error and said in error

@@ -13,6 +13,12 @@ its address, kwok leaves the pod alone; if kwok's write lands first (a fake IP, 
 the process is up), the stand-in's loop writes its own values over it on its next pass. kwok's
 pod-delete stage removes a deleted pod at once, so no pod lingers terminating.
 
+Like kubelet, the stand-in mounts the Secret volumes a pod's container mounts: it reads the
+Secrets and writes their keys into a folder of its own, and an environment variable of the
+container that names a file under such a mount names the written file instead. That is how a
+runtime started here gets the admin token file the operator renders (`PARLEY_ADMIN_TOKENS_FILE`
+from the Secret `<vd>-runtime-admin`), and the operator's drain calls must carry that token.
+
 `partition(pod)` stops a pod's process but leaves the pod Ready with its address, as a network
 partition between the operator and the pod would: its SCOS is unreachable. `restore(pod)`
 starts it again, optionally with other settings (`PARLEY_*` variables).
@@ -24,11 +30,15 @@ hundred pods that no machine of this size could run as real runtimes.
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +56,13 @@ RUNTIME_ENV = {
     "PARLEY_TURN_DEADLINE_MS": "10000",
     "PARLEY_TTFA_SLO_MS": "10000",
 }
+#: What a runtime started here takes of its container's environment: its credentials.
+POD_ENV = (
+    "PARLEY_API_TOKENS",
+    "PARLEY_API_TOKENS_FILE",
+    "PARLEY_ADMIN_TOKENS",
+    "PARLEY_ADMIN_TOKENS_FILE",
+)
 
 
 @dataclass
@@ -55,6 +72,8 @@ class RuntimeProcess:
     args: list[str]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: From the pod's container (`POD_ENV`): kept when the process is restored.
+    pod_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     partitioned: bool = False
     ready: bool = False
@@ -69,6 +88,7 @@ class RuntimeProcess:
             **os.environ,
             **RUNTIME_ENV,
             "PARLEY_ICE_HOST_ADDRESSES": json.dumps([self.address]),
+            **self.pod_env,
             **self.env,
         }
         with self.log.open("ab") as out:
@@ -136,6 +156,7 @@ class Kubelet:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
+        self._volumes = Path(tempfile.mkdtemp(prefix="parley-kubelet-"))
 
     def backend(self, pod: str, container: Any, address: str) -> PodBackend:
         raise NotImplementedError
@@ -150,6 +171,7 @@ class Kubelet:
         with self._lock:
             for name, runtime in self._processes.items():
                 self.exit_codes[name] = runtime.stop(timeout=5)
+        shutil.rmtree(self._volumes, ignore_errors=True)
 
     def addresses(self) -> dict[str, str]:
         """Pod name → the loopback address its runtime serves on."""
@@ -184,7 +206,7 @@ class Kubelet:
             if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
                 continue
             present.add(name)
-            runtime = self._processes.get(name) or self._start(name, pod.spec.containers[0])
+            runtime = self._processes.get(name) or self._start(name, self._mounted(pod))
             self._report(pod, runtime)
         for name in set(self._processes) - present:
             with self._lock:
@@ -202,6 +224,35 @@ class Kubelet:
         with self._lock:
             self._processes[name] = runtime
         return runtime
+
+    def _mounted(self, pod: Any) -> Any:
+        """The pod's container as it runs here: its Secret volumes written to local folders,
+        and the environment variables that name a file in one naming that file instead."""
+        container = copy.deepcopy(pod.spec.containers[0])
+        secrets = {v.name: v.secret for v in pod.spec.volumes or () if v.secret is not None}
+        mounts = {
+            m.mount_path.rstrip("/") + "/": m.name
+            for m in container.volume_mounts or ()
+            if m.name in secrets
+        }
+        for var in container.env or ():
+            for path, volume in mounts.items():
+                if var.value and var.value.startswith(path):
+                    folder = self._write_secret(pod.metadata.name, volume, secrets[volume])
+                    var.value = str(folder / var.value[len(path) :])
+        return container
+
+    def _write_secret(self, pod: str, volume: str, source: Any) -> Path:
+        secret = self.core.read_namespaced_secret(source.secret_name, self.namespace)
+        folder = self._volumes / pod / volume
+        folder.mkdir(parents=True, exist_ok=True)
+        data = secret.data or {}
+        items = source.items or [client.V1KeyToPath(key=key, path=key) for key in data]
+        for item in items:
+            target = folder / item.path
+            target.write_bytes(base64.b64decode(data[item.key]))
+            target.chmod(0o600)
+        return folder
 
     def _report(self, pod: Any, runtime: PodBackend) -> None:
         """Write the pod's address, and Ready as the runtime says, when they differ."""
@@ -234,7 +285,8 @@ class Kubelet:
 
 class RuntimeKubelet(Kubelet):
     """A real `parley runtime serve` per pod, with the rendered session cap, drain timeout and
-    LLM model, the given LLM server, and `env` (`PARLEY_*` settings) on top of `RUNTIME_ENV`."""
+    LLM model, its container's credentials (`POD_ENV`, the admin token file), the given LLM
+    server, and `env` (`PARLEY_*` settings) on top of `RUNTIME_ENV`."""
 
     def __init__(
         self,
@@ -256,8 +308,14 @@ class RuntimeKubelet(Kubelet):
         args = ["--host", address, "--port", str(RUNTIME_PORT), "--llm-url", self.llm_url]
         for flag in ("--max-sessions", "--drain-timeout-s", "--llm-model"):
             args += [flag, rendered[rendered.index(flag) + 1]]
+        pod_env = {v.name: v.value for v in container.env or () if v.name in POD_ENV and v.value}
         return RuntimeProcess(
-            pod=pod, address=address, args=args, log=self.logs / f"{pod}.log", env=self.env
+            pod=pod,
+            address=address,
+            args=args,
+            log=self.logs / f"{pod}.log",
+            env=self.env,
+            pod_env=pod_env,
         )
 
     def restore(self, pod: str, env: dict[str, str] | None = None) -> None:

@@ -202,13 +202,16 @@ class Peer:
         mic: ScriptedMicrophone | None = None,
         agent: AgentRecorder | None = None,
         event_types: frozenset[str] | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token  # a bearer token for creating the session (runtime.md: Auth)
         self.pc = peer_connection(ice_servers or [])
         self.mic = mic or ScriptedMicrophone()
         self.agent = agent or AgentRecorder()
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.session_id: str | None = None
+        self.secret: str | None = None  # the session's, from the answer: it ends the session
         self.channel: RTCDataChannel | None = None
         self.disconnected = asyncio.Event()
         self._event_types = event_types
@@ -230,10 +233,12 @@ class Peer:
             response = await http.post(
                 f"{self.base_url}/v1/sessions",
                 json={"sdp": self.pc.localDescription.sdp, "type": "offer", **fields},
+                headers={"Authorization": f"Bearer {self.token}"} if self.token else {},
             )
         response.raise_for_status()
         answer = response.json()
         self.session_id = answer["id"]
+        self.secret = answer.get("secret")
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         await asyncio.wait_for(self._channel_open.wait(), timeout)
 
@@ -297,6 +302,9 @@ class Peer:
         if self.session_id is not None:
             with contextlib.suppress(httpx.HTTPError):
                 async with httpx.AsyncClient(timeout=5) as http:
-                    await http.delete(f"{self.base_url}/v1/sessions/{self.session_id}")
+                    await http.delete(
+                        f"{self.base_url}/v1/sessions/{self.session_id}",
+                        headers={"Authorization": f"Bearer {self.secret}"},
+                    )
         await self.agent.stop()
         await self.pc.close()

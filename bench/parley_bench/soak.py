@@ -6,7 +6,8 @@ wall time is active; session starts are staggered over a ramp. It measures, as
 `parley bench latency` does (`dialogue.py`): V2V and barge-in at this client, TTFA from the
 runtime's `metrics` events; it reports its own V2V and barge-in back on the `events` channel
 (`client_metrics`) so the runtime's SCOS carries them too. It counts turn outcomes, error
-events by code, rejections (503: it waits `Retry-After` and tries again while time remains)
+events by code, rejections (429 or 503: it waits `Retry-After` and tries again while time
+remains)
 and sessions the server ended, scrapes `GET /v1/scos`, prints a progress line to stderr and
 ends with one JSON summary of at most 4 KiB (a Kubernetes termination message holds 4096
 bytes) and a verdict against the criteria.
@@ -34,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from parley.security.tokens import TokenSet, read_token_file
 from parley_bench.dialogue import ask, interrupt
 from parley_bench.durations import format_duration
 from parley_bench.loop_lag import LoopLagProbe
@@ -125,9 +127,18 @@ class SoakConfig:
     scrape_interval_s: float = 5.0
     progress_interval_s: float = 5.0
     criteria: Criteria = field(default_factory=Criteria)
+    # A bearer token for creating sessions, one a line (a soak Job's: the runtime's admin token,
+    # so that its load from one client is not rate-limited); read again when it changes.
+    token_file: str | None = None
 
     def check(self) -> None:
         """Raise `ValueError` naming the first bad setting."""
+        if self.token_file is not None:
+            try:
+                if not read_token_file(self.token_file):
+                    raise ValueError(f"--token-file {self.token_file} holds no token")
+            except OSError as exc:
+                raise ValueError(f"--token-file cannot be read: {exc}") from exc
         if not self.target.startswith(("http://", "https://")):
             raise ValueError(f"--target must be an http(s) URL, got {self.target!r}")
         if self.sessions < 1:
@@ -185,7 +196,7 @@ class Tally:
 
     def error_rate(self) -> float | None:
         """Failed turns and failed connection attempts over all turns and such attempts
-        (503 rejections are load shedding, counted apart, not errors)."""
+        (429 and 503 rejections are rate limits and load shedding, counted apart, not errors)."""
         attempts = self.attempted + self.connections["failed"]
         if not attempts:
             return None
@@ -340,6 +351,7 @@ class Soak:
         self.target = config.target.rstrip("/")
         self.tally = Tally()
         self.lag = LoopLagProbe()
+        self._tokens = TokenSet(file=config.token_file) if config.token_file else None
         self._started = 0.0
         self._deadline = 0.0
         self._finished = False
@@ -440,19 +452,20 @@ class Soak:
                 await connection.peer.close()
 
     async def _connect(self) -> _Connection | None:
-        """Connect, waiting out 503s and retrying failures while the run lasts."""
+        """Connect, waiting out 429s and 503s (Retry-After), retrying failures while it lasts."""
         while self._remaining() > 0:
             peer = Peer(
                 self.target,
                 agent=AgentRecorder(keep_s=AGENT_HISTORY_S, keep_audio=False),
                 event_types=EVENT_TYPES,
+                token=self._tokens.tokens()[0] if self._tokens else None,
             )
             try:
                 await peer.connect(timeout=CONNECT_TIMEOUT_S)
                 await peer.wait_state("listening", CONNECT_TIMEOUT_S)
             except httpx.HTTPStatusError as exc:
                 await peer.close()
-                if exc.response.status_code == 503:
+                if exc.response.status_code in (429, 503):  # rate-limited or shedding: wait
                     self.tally.connections["rejected"] += 1
                     await self._sleep_within_run(_retry_after(exc.response))
                     continue

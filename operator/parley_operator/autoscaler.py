@@ -10,7 +10,8 @@ One round, in this order:
    the runtime Deployment's replicas, so a reconcile's apply and the autoscaler's patch never
    interleave or start from a view older than the other's write.
 3. Undrain (`DELETE /v1/drain`, drop the pod's marks), drain (`POST /v1/drain`, mark the pod
-   `parley.dev/draining-since`), give the drained pods the lowest
+   `parley.dev/draining-since`; both with the runtime's admin token, read from its Secret when
+   there is one to send, so a rotated token is picked up), give the drained pods the lowest
    `controller.kubernetes.io/pod-deletion-cost` (so the ReplicaSet removes exactly them); then
    the scaler state, in the VoiceDeployment's annotation `parley.dev/scaler-state`; and only
    then the runtime Deployment's `spec.replicas` (a merge patch). State before replicas: an
@@ -54,7 +55,14 @@ from parley_operator import metrics
 from parley_operator.api import GROUP, KIND, VERSION, InvalidSpec, VoiceDeployment
 from parley_operator.kube import Kube
 from parley_operator.publish import StatusPublisher
-from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, child_name
+from parley_operator.render import (
+    COMPONENT_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    admin_secret_name,
+    admin_token_of,
+    child_name,
+)
 from parley_operator.scaling import (
     Decision,
     Direction,
@@ -322,7 +330,7 @@ class Autoscaler:
             before = int(runtime["spec"]["replicas"])
             now = time.time()
             decision = decide(policy, before, signals, memory.state, now)
-            if not await self._act(key, child_name(vd, "runtime"), pods, before, decision, memory):
+            if not await self._act(key, vd, pods, before, decision, memory):
                 return policy.interval_s  # an object is gone: nothing done to report
 
         cause = decision_cause(policy, before, decision, signals)
@@ -368,7 +376,7 @@ class Autoscaler:
     async def _act(
         self,
         key: Key,
-        deployment: str,
+        vd: VoiceDeployment,
         pods: list[RuntimePod],
         before: int,
         decision: Decision,
@@ -378,16 +386,18 @@ class Autoscaler:
         moves on only once the state and the replicas are written. False when the
         VoiceDeployment or the runtime Deployment is gone (the reconcile applies it again)."""
         namespace, name = key
+        deployment = child_name(vd, "runtime")
         ips = {p.name: p.ip for p in pods}
+        token = await self._admin_token(vd) if decision.drain or decision.undrain else None
         for pod in decision.undrain:
             if ip := ips.get(pod):
-                await set_draining(self._http, ip, False, DRAIN_CALL_TIMEOUT_S)
+                await set_draining(self._http, ip, False, DRAIN_CALL_TIMEOUT_S, token)
             await self._annotate(
                 namespace, pod, {DRAINING_ANNOTATION: None, DELETION_COST_ANNOTATION: None}
             )
         for pod in decision.drain:
             if ip := ips.get(pod):
-                await set_draining(self._http, ip, True, DRAIN_CALL_TIMEOUT_S)
+                await set_draining(self._http, ip, True, DRAIN_CALL_TIMEOUT_S, token)
             since = timestamp(decision.state.draining[pod])
             await self._annotate(namespace, pod, {DRAINING_ANNOTATION: since})
         for pod in decision.drained:
@@ -415,6 +425,18 @@ class Autoscaler:
             self._replicas.record(key, rollout_view(scaled))
         memory.state = decision.state
         return True
+
+    async def _admin_token(self, vd: VoiceDeployment) -> str | None:
+        """The runtime's admin token from its Secret; None (logged) when there is none yet: the
+        pod refuses the call, and a later round tries again."""
+        meta = vd.metadata
+        secret = await asyncio.to_thread(
+            lambda: self._kube().get("v1", "Secret", meta.namespace, admin_secret_name(vd))
+        )
+        token = None if secret is None else admin_token_of(secret)
+        if token is None:
+            log.warning("%s/%s: no runtime admin token to drain with", meta.namespace, meta.name)
+        return token
 
     async def _annotate(self, namespace: str, pod: str, annotations: dict[str, str | None]) -> None:
         """Merge `annotations` into the pod's (None removes one); a pod that is gone is fine."""

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -53,7 +54,13 @@ from parley_operator.reconcile import (
     compute_status,
     plan_for,
 )
-from parley_operator.render import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, VD_LABEL
+from parley_operator.render import (
+    COMPONENT_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    VD_LABEL,
+    runtime_admin_secret,
+)
 from parley_operator.settings import default_images
 from parley_operator.soak import handlers as soak_handlers  # noqa: F401 (registers them)
 from parley_operator.status import Notice, freshest, reconcile_failure, rollout_view
@@ -87,6 +94,10 @@ async def _apply(
     vd: VoiceDeployment, plan: VramPlan, children: dict[str, Any], *, prune: bool
 ) -> dict[str, Any]:
     key = (vd.metadata.namespace, vd.metadata.name)
+    # The runtime's admin token, before the pods that mount it: created once (an existing
+    # Secret is kept, with its token), never applied again.
+    secret = runtime_admin_secret(vd, secrets.token_urlsafe(32))
+    await asyncio.to_thread(lambda: kube().create(secret))
     async with runtime_replicas().lock(key):  # the autoscaler's turn waits
         runtime = runtime_replicas().freshest(key, children.get("runtime"))
         current = None if runtime is None else int(runtime["spec"]["replicas"])
@@ -109,10 +120,14 @@ def publisher() -> StatusPublisher:
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's client login, honouring $KUBECONFIG as it is now (the kubernetes client reads it
-    once, at import)."""
+    once, at import). The adapter is built again from the credentials just loaded, so that it
+    acts as the same identity as kopf (after a re-login, or an operator started again in one
+    process with other credentials)."""
     if os.environ.get("KUBECONFIG"):
         kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = os.environ["KUBECONFIG"]
-    return kopf.login_via_client(**kwargs)
+    connection = kopf.login_via_client(**kwargs)
+    kube.cache_clear()
+    return connection
 
 
 @kopf.on.startup()

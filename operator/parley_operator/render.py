@@ -42,6 +42,13 @@ Choices worth knowing:
   Service named `parley-…` would otherwise inject `PARLEY_*` variables the settings read). Root
   filesystems are read-only for the runtime and TTS, with emptyDirs at /tmp and at the cache
   directory (`XDG_CACHE_HOME`).
+- Runtime admin token: the runtime's admin requests (drain, listing and ending sessions) need
+  a bearer token, which the operator keeps in a Secret `<vd>-runtime-admin` (key `token`),
+  created once by the reconcile (`runtime_admin_secret`, given a random token; never applied
+  again, so the token stays) and owned by the VoiceDeployment. The runtime pods mount it
+  read-only and read it through `PARLEY_ADMIN_TOKENS_FILE` (again when it changes); the
+  autoscaler sends it with its drain calls, and the pods' `preStop` drain finds it in its
+  environment.
 - Model weights: `spec.models` mounts one PersistentVolumeClaim (volume `models`, read-only by
   default) at the same path in every pod, so `runtime.asr.model`, `llm.model` and
   `tts.modelDir` may name directories under it. The TTS server is told `tts.modelDir` only when
@@ -50,6 +57,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from collections.abc import Iterable
@@ -88,6 +96,11 @@ STARTUP_BUDGET_S = {"runtime": 300, "llm": 1200, "tts": 600}
 #: finds an empty pod and exits; this covers that and the process's shutdown.
 TERMINATION_MARGIN_S = 30
 MODELS_VOLUME = "models"
+ADMIN_TOKEN_VOLUME = "admin-token"
+ADMIN_TOKEN_KEY = "token"
+ADMIN_TOKEN_DIR = "/var/run/secrets/parley"
+ADMIN_TOKEN_FILE = f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}"
+ADMIN_TOKEN_MOUNT = {"name": ADMIN_TOKEN_VOLUME, "mountPath": ADMIN_TOKEN_DIR, "readOnly": True}
 _DNS_1035 = re.compile(NAME_PATTERN)
 
 
@@ -200,10 +213,12 @@ def runtime_deployment(vd: VoiceDeployment, plan: VramPlan, replicas: int) -> Ma
         "PARLEY_TTS_MODEL": tts.backend,
         "PARLEY_TTS_VOICE": tts.voice,
         "XDG_CACHE_HOME": CACHE_DIR,
+        "PARLEY_ADMIN_TOKENS_FILE": ADMIN_TOKEN_FILE,
     }
     container = parley_container(
         vd, "runtime", plan, ["parley", "runtime", "serve"], args, env, RUNTIME_PORT
     )
+    container["volumeMounts"].append(ADMIN_TOKEN_MOUNT)
     drain = ["parley", "runtime", "drain", "--url", f"http://127.0.0.1:{RUNTIME_PORT}"]
     container["lifecycle"] = {
         "preStop": {"exec": {"command": [*drain, "--wait", "--timeout-s", str(drain_timeout)]}}
@@ -214,9 +229,42 @@ def runtime_deployment(vd: VoiceDeployment, plan: VramPlan, replicas: int) -> Ma
         plan,
         replicas,
         container,
-        parley_volumes(vd.spec),
+        [*parley_volumes(vd.spec), admin_token_volume(vd)],
         termination_grace_s=drain_timeout + TERMINATION_MARGIN_S,
     )
+
+
+def admin_secret_name(vd: VoiceDeployment) -> str:
+    return child_name(vd, "runtime-admin")
+
+
+def admin_token_volume(vd: VoiceDeployment) -> Manifest:
+    """The admin token's Secret as a volume (the runtime pods, and the soak Jobs: their load
+    comes from one client, which the runtime's rate limit would otherwise hold back)."""
+    return {
+        "name": ADMIN_TOKEN_VOLUME,
+        # Readable by the pod's group only (fsGroup), not by other users of the image.
+        "secret": {"secretName": admin_secret_name(vd), "defaultMode": 0o440},
+    }
+
+
+def runtime_admin_secret(vd: VoiceDeployment, token: str) -> Manifest:
+    """The Secret holding the runtime's admin token (see the module docstring)."""
+    meta = object_meta(vd, "runtime")
+    meta["name"] = admin_secret_name(vd)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "Opaque",
+        "data": {ADMIN_TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def admin_token_of(secret: Manifest) -> str | None:
+    """The token in a stored `runtime_admin_secret`, or None if it holds none."""
+    encoded = (secret.get("data") or {}).get(ADMIN_TOKEN_KEY)
+    return base64.b64decode(encoded).decode() if encoded else None
 
 
 def runtime_pdb(vd: VoiceDeployment) -> Manifest:

@@ -1,4 +1,5 @@
-"""HTTP to the runtime pods, at their pod IP and the runtime's port: SCOS reads, drain, undrain.
+"""HTTP to the runtime pods, at their pod IP and the runtime's port: SCOS reads, drain, undrain
+(with the runtime's admin token: render.py's Secret).
 
 A read that brings no valid `parley.scos/v1` summary (timeout, refused, not 200, not the
 schema) is None, never an empty pod: the decision holds the size for it. Each failure is
@@ -74,12 +75,18 @@ async def read_all(
     return dict(zip(names, reads, strict=True))
 
 
-async def set_draining(http: httpx.AsyncClient, ip: str, draining: bool, timeout_s: float) -> bool:
-    """`POST /v1/drain` (draining) or `DELETE /v1/drain` (not); whether the pod did it. A 409 to
-    an undrain means the pod is terminating already: it cannot take sessions back."""
+async def set_draining(
+    http: httpx.AsyncClient, ip: str, draining: bool, timeout_s: float, token: str | None = None
+) -> bool:
+    """`POST /v1/drain` (draining) or `DELETE /v1/drain` (not), as admin (`token`); whether the
+    pod did it. A 409 to an undrain means the pod is terminating already: it cannot take
+    sessions back."""
     method = "POST" if draining else "DELETE"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = await http.request(method, pod_url(ip, "/v1/drain"), timeout=timeout_s)
+        response = await http.request(
+            method, pod_url(ip, "/v1/drain"), headers=headers, timeout=timeout_s
+        )
     except httpx.HTTPError as exc:
         log.warning("%s /v1/drain on %s failed: %s", method, ip, str(exc) or type(exc).__name__)
         return False

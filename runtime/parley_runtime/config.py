@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from parley.security.clients import parse_networks
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Parley, a friendly voice assistant. Always answer in English, in one or two "
@@ -52,9 +55,46 @@ class RuntimeSettings(BaseSettings):
     retry_after_s: int = Field(5, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     connect_timeout_s: float = Field(
-        30.0, gt=0, description="Reap a session not connected by then."
+        5.0,
+        gt=0,
+        description="Reap a session whose audio has not arrived this long after its answer.",
     )
     idle_timeout_s: float = Field(20.0, gt=0, description="Reap a session with no inbound audio.")
+
+    api_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens that may create sessions; none (and no file): anyone may.",
+    )
+    api_tokens_file: str = Field(
+        "", description="A file of such tokens, one a line (a mounted Secret); read on change."
+    )
+    admin_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens for drain, listing and ending any session; none (and no "
+        "file): only loopback clients may.",
+    )
+    admin_tokens_file: str = Field(
+        "", description="A file of admin tokens, one a line (the operator mounts its Secret)."
+    )
+    session_rate_per_minute: int = Field(
+        5,
+        ge=0,
+        description="Session creations per client per minute; 0: no limit. Loopback clients "
+        "and admin tokens are not limited.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Proxies (addresses or networks) whose X-Forwarded-For names the client.",
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host names answered (DNS rebinding); unset: the loopback names when "
+        "listening on a loopback address, any name otherwise.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins whose pages may call the API; none by default."
+    )
+    api_docs: bool = Field(False, description="Serve /docs, /redoc and /openapi.json.")
 
     asr_model: str = Field("tiny.en", description="tiny.en (packaged) or a CTranslate2 model dir.")
     asr_device: Literal["cpu", "cuda"] = "cpu"
@@ -84,6 +124,11 @@ class RuntimeSettings(BaseSettings):
     speculate_after_ms: int = Field(160, ge=32, description="Silence that starts speculative work.")
     barge_in_confirm_ms: int = Field(200, ge=32, description="Speech that confirms a barge-in.")
     partial_interval_ms: int = Field(1200, ge=200, description="Min gap between partial ASR runs.")
+    max_utterance_ms: int = Field(
+        30_000,
+        ge=1000,
+        description="An utterance this long is committed as the turn, however it goes on.",
+    )
 
     ttfa_slo_ms: float = Field(
         250,
@@ -127,6 +172,19 @@ class RuntimeSettings(BaseSettings):
         0.7, gt=0, le=1, description="max_tokens multiplier at level BRIEF and above."
     )
     visuals: bool = Field(True, description="Send `visemes` events (mouth shapes).")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
+
+    @field_validator("api_tokens_file", "admin_tokens_file")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"no token file at {value}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -1,6 +1,8 @@
 """The runtime's HTTP surface (DESIGN.md, Contracts): sessions, health, drain, SCOS, metrics
-and the web client. Routes are thin: they validate, then hand over to the `SessionManager`
-(sessions, admission, drain) or the `SignalCollector` (SCOS, backpressure)."""
+and the web client. Routes are thin: they check who may call them (`access.py`), validate,
+then hand over to the `SessionManager` (sessions, admission, drain) or the `SignalCollector`
+(SCOS, backpressure). Middleware refuses what no route should see: bodies of another type or
+over the size limit, foreign Host names, other origins' state changes (`parley.security`)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,13 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict
 
 from parley.scos import BackpressureLevel
+from parley.security.bodies import BodyPolicy, media_type
+from parley.security.browser import add_browser_guards, is_loopback_bind, loopback_hosts
+from parley.security.docs import api_docs
+from parley_runtime.access import SECRET_HEADER, Access
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.services import (
     Models,
@@ -27,13 +34,46 @@ from parley_runtime.services import (
     close_models,
     load_models,
 )
-from parley_runtime.sessions import CapacityError, OfferError, SessionManager
+from parley_runtime.sessions import CapacityError, OfferError, Session, SessionManager
 from parley_runtime.signals import Policy, PrometheusObserver, RuntimeMetrics, SignalCollector
 from parley_runtime.webrtc import use_host_addresses
 
 log = logging.getLogger(__name__)
 WEB_DIR = files("parley_runtime") / "web"
 SDP_TYPE = "application/sdp"
+JSON_TYPE = "application/json"
+
+
+class SessionOffer(BaseModel):
+    """`POST /v1/sessions` as JSON: the schema the API documents (`_parse_offer` reads it, with
+    a reason for each way an offer can be wrong)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sdp: str
+    type: str = "offer"
+    system_prompt: str | None = None
+    voice: str | None = None
+
+
+#: The request body of `POST /v1/sessions` in the OpenAPI schema (the route reads the raw body).
+OFFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON_TYPE: {"schema": SessionOffer.model_json_schema()},
+            SDP_TYPE: {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def allowed_hosts(settings: RuntimeSettings) -> list[str]:
+    """The Host names served: as set, else the loopback names for a server listening on
+    loopback, else any (`[]`): in a cluster the Host is a Service name or a pod IP."""
+    if settings.allowed_hosts is not None:
+        return settings.allowed_hosts
+    return loopback_hosts(settings.host) if is_loopback_bind(settings.host) else []
 
 
 def create_app(settings: RuntimeSettings | None = None, models: Models | None = None) -> FastAPI:
@@ -76,7 +116,19 @@ def create_app(settings: RuntimeSettings | None = None, models: Models | None = 
             if owned:
                 close_models(loaded)
 
-    app = FastAPI(title="Parley runtime", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Parley runtime", version="0.1.0", lifespan=lifespan, **api_docs(settings.api_docs)
+    )
+    app.add_middleware(
+        BodyPolicy, max_bytes=settings.max_body_bytes, media_types=(JSON_TYPE, SDP_TYPE)
+    )
+    add_browser_guards(
+        app,
+        allowed_hosts(settings),
+        settings.cors_origins,
+        expose_headers=("Location", SECRET_HEADER),
+    )
+    access = Access(settings)
     app.state.settings = settings
     app.state.manager = None
     app.state.signals = signals
@@ -88,13 +140,23 @@ def create_app(settings: RuntimeSettings | None = None, models: Models | None = 
             raise HTTPException(503, "models are still loading", headers={"Retry-After": "5"})
         return manager
 
-    @app.post("/v1/sessions", status_code=201)
+    def session_of(request: Request, session_id: str) -> Session:
+        session = manager_of(request).get(session_id)
+        if session is None:
+            raise HTTPException(404, f"no session {session_id!r}")
+        access.require_owner(request, session)
+        return session
+
+    @app.post("/v1/sessions", status_code=201, openapi_extra=OFFER_BODY)
     async def create_session(request: Request) -> Response:
+        """Answer an offer (JSON or WHIP-style `application/sdp`). The answer carries the
+        session's secret (`secret`, and the `Parley-Session-Secret` header): the bearer token
+        that reads or ends this session."""
+        access.require_creator(request)
+        access.count_creation(request)
         manager = manager_of(request)
-        body = await _read_limited(request, settings.max_body_bytes)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        whip = content_type == SDP_TYPE
-        offer = _parse_offer(body, whip)
+        whip = media_type(request.headers.get("content-type")) == SDP_TYPE
+        offer = _parse_offer(await request.body(), whip)
         voice = offer.get("voice")
         known = request.app.state.services.tts.voices()
         if voice is not None and known and voice not in known:
@@ -109,15 +171,15 @@ def create_app(settings: RuntimeSettings | None = None, models: Models | None = 
             ) from exc
         except OfferError as exc:
             raise HTTPException(422, str(exc)) from exc
-        location = {"Location": f"/v1/sessions/{session.id}"}
+        headers = {"Location": f"/v1/sessions/{session.id}", SECRET_HEADER: session.secret}
         if whip:
-            return Response(answer, 201, headers=location, media_type=SDP_TYPE)
-        return JSONResponse(
-            {"id": session.id, "sdp": answer, "type": "answer"}, 201, headers=location
-        )
+            return Response(answer, 201, headers=headers, media_type=SDP_TYPE)
+        body = {"id": session.id, "sdp": answer, "type": "answer", "secret": session.secret}
+        return JSONResponse(body, 201, headers=headers)
 
     @app.get("/v1/sessions")
     async def list_sessions(request: Request) -> dict[str, Any]:
+        access.require_admin(request)
         manager = manager_of(request)
         return {
             "sessions": [s.info().as_dict() for s in manager.sessions.values()],
@@ -126,15 +188,12 @@ def create_app(settings: RuntimeSettings | None = None, models: Models | None = 
 
     @app.get("/v1/sessions/{session_id}")
     async def get_session(session_id: str, request: Request) -> dict[str, Any]:
-        session = manager_of(request).get(session_id)
-        if session is None:
-            raise HTTPException(404, f"no session {session_id!r}")
-        return session.info().as_dict()
+        return session_of(request, session_id).info().as_dict()
 
     @app.delete("/v1/sessions/{session_id}", status_code=204)
     async def delete_session(session_id: str, request: Request) -> Response:
-        manager = manager_of(request)
-        if not await manager.remove(session_id):
+        session = session_of(request, session_id)
+        if not await manager_of(request).remove(session.id):
             raise HTTPException(404, f"no session {session_id!r}")
         return Response(status_code=204)
 
@@ -142,12 +201,14 @@ def create_app(settings: RuntimeSettings | None = None, models: Models | None = 
     async def drain(request: Request) -> dict[str, Any]:
         """Stop admitting; live sessions go on. The pod stays up (the operator deletes it once
         it reports no sessions); SIGTERM drains the same way and then exits."""
+        access.require_admin(request)
         manager = manager_of(request)
         manager.drain()
         return {"draining": True, "active_sessions": len(manager.sessions)}
 
     @app.delete("/v1/drain")
     async def undrain(request: Request) -> dict[str, Any]:
+        access.require_admin(request)
         manager = manager_of(request)
         if request.app.state.shutting_down:
             raise HTTPException(409, "the process is shutting down (SIGTERM); it cannot undrain")
@@ -220,18 +281,6 @@ async def drain_for_exit(app: FastAPI) -> int:
     return cut
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body of {declared} bytes is over the {limit}-byte limit")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise HTTPException(413, f"body is over the {limit}-byte limit")
-    return bytes(body)
-
-
 def _parse_offer(body: bytes, whip: bool) -> dict[str, Any]:
     if whip:
         return {"sdp": body.decode("utf-8", errors="replace"), "type": "offer"}
@@ -246,4 +295,16 @@ def _parse_offer(body: bytes, whip: bool) -> dict[str, Any]:
     for field in ("system_prompt", "voice"):
         if field in offer and not isinstance(offer[field], str):
             raise HTTPException(422, f"{field!r} must be a string")
+    for field in ("sdp", "system_prompt", "voice"):
+        if field in offer and not _is_unicode(offer[field]):
+            raise HTTPException(422, f"{field!r} is not valid Unicode (a lone surrogate)")
     return offer
+
+
+def _is_unicode(text: str) -> bool:
+    """JSON may escape a lone surrogate (`"\\ud800"`), which no UTF-8 text can hold."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

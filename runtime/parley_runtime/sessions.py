@@ -31,6 +31,7 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from parley.pcm import INPUT_RATE, Resampler
+from parley.security.tokens import new_secret, same_secret
 from parley_runtime.agent import Conversation, Services
 from parley_runtime.audio import AgentAudioOutput
 from parley_runtime.config import RuntimeSettings
@@ -127,7 +128,11 @@ class Session:
         visuals_enabled: Callable[[], bool] = lambda: True,
     ) -> None:
         self.id = uuid.uuid4().hex
+        #: Given to the client once, at creation: it may end (and read) this session with it.
+        self.secret = new_secret()
         self.created_at = time.monotonic()
+        #: When the answer left; the client's audio is due soon after (`connect_timeout_s`).
+        self.answered_at: float | None = None
         self.last_audio_at: float | None = None
         self.pc = peer_connection(settings.ice_servers)
         self._prefetch = settings.jitter_prefetch_frames
@@ -161,7 +166,12 @@ class Session:
         audio[0].direction = "sendrecv"
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self.conversation.start()
+        self.answered_at = time.monotonic()
         return self.pc.localDescription.sdp
+
+    def owned_by(self, presented: str | None) -> bool:
+        """Whether `presented` is this session's secret (compared in constant time)."""
+        return same_secret(presented, self.secret)
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -179,7 +189,8 @@ class Session:
         if state in ("failed", "closed"):
             return f"connection {state}"
         if self.last_audio_at is None:
-            if now - self.created_at > settings.connect_timeout_s:
+            # An offer that never connects holds a slot of the cap only this long.
+            if self.answered_at is not None and now - self.answered_at > settings.connect_timeout_s:
                 return "never connected"
         elif now - self.last_audio_at > settings.idle_timeout_s:
             return "no inbound audio"

@@ -1,8 +1,6 @@
 """Helm and its surroundings for the chart tests: the helm binary of the test control plane
 (`tests/k8s/build-tools.sh`), `helm template` parsed, the prometheus-operator CRDs (which the
-test cluster lacks) from a pinned Go module, cached under ~/.cache/parley, and kubeconfigs
-that authenticate as a ServiceAccount (a TokenRequest token), so that a process run here acts
-with exactly the RBAC a chart gave that account."""
+test cluster lacks) from a pinned Go module, cached under ~/.cache/parley."""
 
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.cluster import CACHE, REPO, ControlPlane, tools_root
+from tests.support.cluster import CACHE, REPO, tools_root
 
 CHART = REPO / "charts" / "parley"
 ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
@@ -79,23 +77,6 @@ def prometheus_operator_crds() -> list[Path]:
     shutil.rmtree(cache, ignore_errors=True)
     partial.rename(cache)
     return files
-
-
-def service_account_kubeconfig(
-    plane: ControlPlane, namespace: str, account: str, path: Path
-) -> Path:
-    """A kubeconfig for the plane that authenticates as `namespace/account` with a token from
-    the TokenRequest API (`kubectl create token`): what a pod of that account would use."""
-    token = plane.kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip()
-    admin = json.loads(plane.kubeconfig.read_text())
-    user = f"system:serviceaccount:{namespace}:{account}"
-    config = {
-        **admin,
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "parley", "context": {"cluster": "parley", "user": user}}],
-    }
-    path.write_text(json.dumps(config))
-    return path
 
 
 def local_command(container: Manifest) -> list[str]:

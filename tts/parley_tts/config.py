@@ -54,7 +54,11 @@ class TTSSettings(BaseSettings):
     max_queue: int = Field(8, ge=0, description="Requests waiting for a stream; beyond: 503.")
     retry_after_s: int = Field(2, ge=1)
     max_input_chars: int = Field(4096, ge=1, description="Longer inputs are refused with 413.")
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Larger request bodies are refused with 413, unread."
+    )
     piper_threads: int = Field(2, ge=1, description="Threads shared by all Piper voices.")
+    api_docs: bool = Field(False, description="Serve /docs, /redoc and /openapi.json.")
 
     @model_validator(mode="after")
     def _openai_voices_exist(self) -> Self:

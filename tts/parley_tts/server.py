@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,6 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from parley.pcm import SPEECH_RATE, Resampler
+from parley.security.bodies import BodyPolicy
+from parley.security.docs import api_docs
 from parley_tts.base import TTSService
 from parley_tts.catalog import Catalog, CatalogError
 from parley_tts.chunker import SentenceChunker
@@ -80,6 +83,12 @@ class SpeechRequest(BaseModel):
 class StreamAborted(RuntimeError):
     """Synthesis failed after the response started: raised out of the body so the server
     closes the connection without the final chunk, and the client sees an incomplete read."""
+
+
+def speakable(text: str) -> str:
+    """The input with its control characters (NUL, escapes, ...) as spaces, trimmed: none of
+    them is speech, and Piper fails on some."""
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text).strip()
 
 
 def split_sentences(text: str) -> list[str]:
@@ -175,7 +184,16 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
             manager.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="Parley TTS", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Parley TTS", version="0.1.0", lifespan=lifespan, **api_docs(settings.api_docs)
+    )
+    # Bodies are JSON and small: anything else is refused before FastAPI reads and parses it.
+    app.add_middleware(
+        BodyPolicy,
+        max_bytes=settings.max_body_bytes,
+        media_types=("application/json",),
+        error_response=lambda status, message: error_response(status, message, message),
+    )
     app.state.manager = manager
     app.state.metrics = metrics
     metrics.observe_state(manager, 0, 0)
@@ -187,7 +205,9 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
+        # Without the values sent: they can be long, and need not be valid Unicode (a lone
+        # surrogate, which no JSON answer can carry).
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
         return error_response(422, jsonable_encoder(errors), validation_message(errors))
 
     @app.post("/v1/audio/speech")
@@ -200,7 +220,7 @@ def create_tts_app(settings: TTSSettings | None = None) -> FastAPI:
             if name not in logged_ignored and len(logged_ignored) < MAX_LOGGED_FIELDS:
                 logged_ignored.add(name)
                 log.info("ignoring the request field %.40r: this server does not act on it", name)
-        text = body.input.strip()
+        text = speakable(body.input)
         if not text:
             raise HTTPException(422, "input is empty")
         if len(body.input) > settings.max_input_chars:

@@ -59,7 +59,13 @@ NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DEFAULT_MODELS_PATH = "/models"
 DEFAULT_XTTS_MODEL_DIR = f"{DEFAULT_MODELS_PATH}/xtts-v2"
 #: Where the pods mount their own volumes (render.py); `spec.models` stays clear of them.
-POD_MOUNT_PATHS = ("/tmp", "/var/cache/parley", "/var/cache/vllm", "/dev/shm")
+POD_MOUNT_PATHS = (
+    "/tmp",
+    "/var/cache/parley",
+    "/var/cache/vllm",
+    "/dev/shm",
+    "/var/run/secrets/parley",
+)
 _POD_MOUNT_PATHS_CEL = ", ".join(f"'{p}'" for p in POD_MOUNT_PATHS)
 _ABSOLUTE_PATH = "^(/[^/]+)+$"
 _DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

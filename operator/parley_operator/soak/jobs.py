@@ -17,12 +17,15 @@ from typing import Any
 
 from parley_operator.api import GROUP, VoiceDeployment, VoiceDeploymentSpec
 from parley_operator.render import (
+    ADMIN_TOKEN_FILE,
+    ADMIN_TOKEN_MOUNT,
     CACHE_DIR,
     COMPONENT_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     RUNTIME_PORT,
     VD_LABEL,
+    admin_token_volume,
     child_name,
     container_security,
     merge_env,
@@ -117,6 +120,7 @@ def soak_args(vd: VoiceDeployment) -> list[str]:
         "--max-barge-in-p95-ms", str(limits.max_barge_in_p95_ms),
         "--max-error-rate", f"{limits.max_error_rate:g}",
         "--result-file", TERMINATION_LOG,
+        "--token-file", ADMIN_TOKEN_FILE,
     ]  # fmt: skip
 
 
@@ -139,6 +143,7 @@ def soak_job(vd: VoiceDeployment, run: Run) -> Manifest:
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": CACHE_DIR},
+            ADMIN_TOKEN_MOUNT,
         ],
     }
     pod_spec: Manifest = {
@@ -147,7 +152,11 @@ def soak_job(vd: VoiceDeployment, run: Run) -> Manifest:
         "enableServiceLinks": False,
         "securityContext": pod_security(),
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "cache", "emptyDir": {}},
+            admin_token_volume(vd),
+        ],
     }
     if soak.node_selector:
         pod_spec["nodeSelector"] = dict(sorted(soak.node_selector.items()))

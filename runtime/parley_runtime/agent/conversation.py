@@ -48,6 +48,9 @@ _PREROLL_MS = 300
 #: Speech starting this soon after a commit means the user was cut off, not interrupting.
 _CUT_OFF_WINDOW_MS = 1000
 _PARTIAL_MIN_MS = 800
+#: What an interrupted, unheard question carries into the next turn, at most (its end). Speech
+#: that never stops (a television) would otherwise pile up there, turn after capped turn.
+_CARRY_OVER_MAX_CHARS = 2000
 #: Narrow the endpoint only after a turn that ended safely *and* whose speculative answer was
 #: already waiting at commit: when the pipeline is the bottleneck, a shorter endpoint only
 #: risks cutting the user off without answering any sooner.
@@ -102,6 +105,7 @@ class Conversation:
             threshold=settings.vad_threshold,
             release_threshold=max(0.05, settings.vad_threshold - 0.15),
             speculate_after_ms=settings.speculate_after_ms,
+            max_utterance_ms=settings.max_utterance_ms,
         )
         self._guard = BargeInGuard(settings.barge_in_confirm_ms)
         self._recent: deque[np.ndarray] = deque()
@@ -201,6 +205,8 @@ class Conversation:
                 self._false_barge_in()
             else:
                 self._end_of_turn()
+        elif signal is TurnSignal.CAP:
+            self._utterance_capped()
 
     def _speech_while_agent_turn(self) -> None:
         if (
@@ -237,6 +243,19 @@ class Conversation:
         self._set_state(ConversationState.THINKING)
         self._follower = asyncio.create_task(self._follow(reply, self.turns), name="follow")
 
+    def _utterance_capped(self) -> None:
+        """`max_utterance_ms` of speech without an endpoint: while listening, the turn is
+        committed with what was said so far (the answer comes, and speech that goes on
+        interrupts it as any barge-in does); otherwise the utterance is dropped. Either way its
+        audio is let go, so nothing grows with speech that never stops."""
+        log.info("utterance capped at %d ms", self._settings.max_utterance_ms)
+        if self._guard.utterance_ended() is BargeInAction.RESUME:
+            self._false_barge_in()
+        elif self.state is ConversationState.LISTENING:
+            self._end_of_turn()
+            self._committed_at_ms = None  # speech going on after a cap is not a cut-off
+        self._utterance = []
+
     def _interrupt(self) -> None:
         """A confirmed barge-in: silence the agent, drop the reply, keep what was heard."""
         self._output.clear()
@@ -249,7 +268,7 @@ class Conversation:
             if heard:
                 self.history.add_turn(reply.user_text, heard)
             else:
-                self._carry_over = reply.user_text
+                self._carry_over = reply.user_text[-_CARRY_OVER_MAX_CHARS:]
             if reply.committed:
                 self._notify("on_turn_end", TurnOutcome.INTERRUPTED, self.steady)
         self._notify("on_barge_in", True, self._barge_in_ms, self.steady)

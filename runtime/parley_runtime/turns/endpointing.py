@@ -3,6 +3,11 @@
 Works in audio time (one call per 32 ms VAD window), so it is deterministic and testable
 without a clock. The silence that ends a turn adapts (`AdaptiveSilence`): it widens when the
 user turns out to have been cut off and narrows after turns that ended safely.
+
+An utterance is capped (`max_utterance_ms`, 30 s): speech that never pauses long enough to
+end a turn (a television in the room, a monologue) ends the utterance there (`CAP`), and
+whatever follows is a new one. The caller, which keeps the utterance's audio, therefore never
+holds more than the cap.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ class TurnSignal(StrEnum):
     RESUME = "resume"  # speech came back after PAUSE, before the turn ended
     DISCARD = "discard"  # the "utterance" was too short to be speech (a click, a cough)
     END_OF_TURN = "end_of_turn"  # silence outlasted the adaptive endpoint: commit the turn
+    CAP = "cap"  # the utterance reached max_utterance_ms: commit it as it stands
 
 
 @dataclass
@@ -44,22 +50,37 @@ class Endpointer:
     speculate_after_ms: int = 160
     min_speech_ms: int = 96
     window_ms: int = 32
+    max_utterance_ms: int = 30_000
 
     active: bool = False  # inside an utterance
     voiced: bool = False  # the last window was speech (with hysteresis)
     speech_ms: int = 0  # voiced time in the current utterance
     silence_ms: int = 0  # silence since the last voiced window
+    utterance_ms: int = 0  # the current utterance so far, pauses included
     paused: bool = False
 
     def update(self, prob: float) -> list[TurnSignal]:
         self.voiced = prob >= self.threshold or (self.voiced and prob >= self.release_threshold)
         if self.voiced:
-            return self._on_voiced()
-        return self._on_silent() if self.active else []
+            signals = self._on_voiced()
+        elif self.active:
+            signals = self._on_silent()
+        else:
+            return []
+        return signals + self._capped()
 
     def reset(self) -> None:
         self.active = self.voiced = self.paused = False
-        self.speech_ms = self.silence_ms = 0
+        self.speech_ms = self.silence_ms = self.utterance_ms = 0
+
+    def _capped(self) -> list[TurnSignal]:
+        if not self.active:
+            return []
+        self.utterance_ms += self.window_ms
+        if self.utterance_ms < self.max_utterance_ms:
+            return []
+        self.reset()
+        return [TurnSignal.CAP]
 
     def _on_voiced(self) -> list[TurnSignal]:
         signals = []

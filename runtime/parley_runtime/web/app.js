@@ -361,6 +361,7 @@
       if (response.status !== 201) throw new Error(await errorText(response));
       const answer = await response.json();
       current.id = answer.id;
+      current.secret = answer.secret;
       if (current.closed) return release(current);
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     } catch (err) {
@@ -375,7 +376,10 @@
   // Free everything a call holds; safe to call more than once.
   function release(current, remoteEnded = false) {
     if (current.id && !remoteEnded) {
-      fetch(`/v1/sessions/${encodeURIComponent(current.id)}`, { method: "DELETE" }).catch(
+      fetch(`/v1/sessions/${encodeURIComponent(current.id)}`, {
+        method: "DELETE",
+        headers: { Authorization: `Bearer ${current.secret}` },
+      }).catch(
         (err) => console.warn("parley: hang-up request failed", err),
       );
     }
@@ -405,7 +409,11 @@
   window.addEventListener("pagehide", () => {
     // Free the server's slot right away rather than waiting for its idle reaper.
     if (call && call.id) {
-      fetch(`/v1/sessions/${encodeURIComponent(call.id)}`, { method: "DELETE", keepalive: true });
+      fetch(`/v1/sessions/${encodeURIComponent(call.id)}`, {
+        method: "DELETE",
+        keepalive: true,
+        headers: { Authorization: `Bearer ${call.secret}` },
+      });
     }
   });
 })();
