@@ -10,6 +10,7 @@ from parley_runtime.turns import (
     Endpointer,
     InvalidTransition,
     TurnSignal,
+    sounds_finished,
     transition,
 )
 
@@ -97,6 +98,78 @@ class TestEndpointer:
         signals = run(ep, speech(300) + [0.4] * 10 + speech(300))
         assert signals == [TurnSignal.SPEECH_START]
         assert ep.speech_ms == 300 // 32 * 32 * 2 + 320
+
+
+class TestEarlyEnd:
+    def make(self) -> Endpointer:
+        return Endpointer(AdaptiveSilence(400, 1200, 704), speculate_after_ms=160)
+
+    def test_finished_words_end_the_turn_at_the_early_silence(self) -> None:
+        ep = self.make()
+        assert run(ep, speech(600) + quiet(192)) == [TurnSignal.SPEECH_START, TurnSignal.PAUSE]
+        assert ep.finish_early(256) == []
+        assert run(ep, quiet(32)) == []
+        assert run(ep, quiet(32)) == [TurnSignal.EARLY_END_OF_TURN]
+        assert not ep.active and ep.early_ms is None
+
+    def test_words_judged_late_end_the_turn_at_once(self) -> None:
+        ep = self.make()
+        run(ep, speech(600) + quiet(320))
+        assert ep.finish_early(256) == [TurnSignal.EARLY_END_OF_TURN]
+        assert not ep.active
+
+    def test_speech_resuming_cancels_the_early_end(self) -> None:
+        ep = self.make()
+        run(ep, speech(600) + quiet(192))
+        ep.finish_early(256)
+        signals = run(ep, speech(300) + quiet(600))
+        assert TurnSignal.EARLY_END_OF_TURN not in signals
+        assert signals == [TurnSignal.RESUME, TurnSignal.PAUSE]
+        assert run(ep, quiet(128)) == [TurnSignal.END_OF_TURN]
+
+    def test_only_a_paused_utterance_can_end_early(self) -> None:
+        ep = self.make()
+        assert ep.finish_early(256) == []  # nobody speaking
+        run(ep, speech(600))
+        assert ep.finish_early(0) == []  # still speaking
+        assert ep.early_ms is None
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        "How many legs does a spider have?",
+        "Where are you from?",
+        "What is it made of?",
+        "Tell me a joke.",
+        "Thanks!",
+        "I think so.",
+        "Why is that?",
+    ],
+)
+def test_finished_sounding_transcripts(transcript: str) -> None:
+    assert sounds_finished(transcript)
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        "",
+        "   ",
+        "How many legs does a",
+        "What is the capital of...",
+        "I went to the store and.",
+        "Tell me about the.",
+        "Can you tell me about.",
+        "It depends on my.",
+        "Um.",
+        "So what do you think, uh?",
+        "?",
+        "Because…",
+    ],
+)
+def test_hanging_transcripts(transcript: str) -> None:
+    assert not sounds_finished(transcript)
 
 
 class TestAdaptiveSilence:

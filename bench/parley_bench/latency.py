@@ -42,6 +42,7 @@ TURN_FIELDS = (  # what each turn record keeps of the `metrics` event
     "llm_first_sentence_ms",
     "tts_first_chunk_ms",
     "endpoint_ms",
+    "early_endpoint",
     "speculative",
 )
 
@@ -79,7 +80,8 @@ async def _bench(url: str, turns: int, barge_ins: int) -> dict[str, Any]:
                 f"  TTFA {record['ttfa_ms']:7.1f} ms"
                 f"  ASR {record['asr_ms']} ms  LLM {record['llm_first_token_ms']}/"
                 f"{record['llm_first_sentence_ms']} ms"
-                f"  TTS {record['tts_first_chunk_ms']} ms  endpoint {record['endpoint_ms']} ms",
+                f"  TTS {record['tts_first_chunk_ms']} ms  endpoint {record['endpoint_ms']} ms"
+                f"{' (early)' if record['early_endpoint'] else ''}",
                 flush=True,
             )
         for number in range(1, barge_ins + 1):
@@ -118,6 +120,11 @@ async def _bench(url: str, turns: int, barge_ins: int) -> dict[str, Any]:
             if records
             else None
         ),
+        "early_endpoint_share": (
+            round(sum(1 for r in records if r["early_endpoint"]) / len(records), 2)
+            if records
+            else None
+        ),
     }
     return report
 
@@ -135,6 +142,7 @@ def print_report(report: dict[str, Any]) -> None:
     p95 = "-" if b["p95_ms"] is None else f"{b['p95_ms']:.1f}"
     print(f"{'barge_in_ms':<24}{'all':<9}{b['n']:>4}{p50:>10}{p95:>10}")
     print(f"speculative share of turns: {report['speculative_share']}")
+    print(f"turns ended at the early endpoint: {report['early_endpoint_share']}")
 
 
 def run_latency_bench(url: str, turns: int, barge_ins: int | None, out: str) -> int:

@@ -100,6 +100,10 @@ class RuntimeSettings(BaseSettings):
     asr_device: Literal["cpu", "cuda"] = "cpu"
     asr_compute_type: str = "int8"
     asr_threads: int = Field(2, ge=1)
+    asr_window: Literal["fit", "full"] = Field(
+        "fit",
+        description="fit: encode the utterance only (fast); full: Whisper's 30 s window.",
+    )
 
     llm_url: str = Field("http://127.0.0.1:8081/v1", description="OpenAI-compatible base URL.")
     llm_model: str = "SmolLM2-135M-Instruct"
@@ -122,6 +126,12 @@ class RuntimeSettings(BaseSettings):
     endpoint_max_ms: int = Field(1200, ge=200)
     endpoint_initial_ms: int = Field(700, ge=100)
     speculate_after_ms: int = Field(160, ge=32, description="Silence that starts speculative work.")
+    early_endpoint_ms: int = Field(
+        250,
+        ge=0,
+        description="Silence that ends a turn whose transcript sounds finished (adapts like "
+        "the endpoint); 0: off, always wait for the endpoint.",
+    )
     barge_in_confirm_ms: int = Field(200, ge=32, description="Speech that confirms a barge-in.")
     partial_interval_ms: int = Field(1200, ge=200, description="Min gap between partial ASR runs.")
     max_utterance_ms: int = Field(

@@ -45,6 +45,8 @@ async def load_models(settings: RuntimeSettings) -> Models:
             settings.asr_device,
             settings.asr_compute_type,
             settings.asr_threads,
+            1,
+            settings.asr_window,
         ),
     )
     piper = None if settings.tts_url else await asyncio.to_thread(PiperTTS, settings.tts_voice)

@@ -26,7 +26,8 @@ class TurnMetrics:
     llm_first_token_ms: float | None = None
     llm_first_sentence_ms: float | None = None
     tts_first_chunk_ms: float | None = None
-    endpoint_ms: int | None = None
+    endpoint_ms: int | None = None  # the silence that ended the turn
+    early_endpoint: bool = False  # ended at the early endpoint: its words sounded finished
     speculative: bool = False
     steady: bool = False  # after the session's first 3 turns or 60 s (DESIGN.md)
 

@@ -2,7 +2,8 @@
 
 It owns the conversation state and turns the pure decisions (`parley_runtime.turns`) into
 actions: start a speculative reply at a pause, drop it if speech resumes, commit it at the end
-of the turn, pause/clear the agent's audio on barge-in, trim history to what was heard, and
+of the turn (sooner when its transcript sounds finished), pause/clear the agent's audio on
+barge-in, trim history to what was heard, and
 reset a turn whose first audio misses the turn deadline (nothing partial is ever spoken).
 
 It reads the pod's backpressure level at the start of each reply (level BRIEF and above ask
@@ -37,6 +38,7 @@ from parley_runtime.turns import (
     ConversationState,
     Endpointer,
     TurnSignal,
+    sounds_finished,
     transition,
 )
 from parley_runtime.vad import SileroVAD
@@ -99,6 +101,19 @@ class Conversation:
         self.silence = AdaptiveSilence(
             settings.endpoint_min_ms, settings.endpoint_max_ms, settings.endpoint_initial_ms
         )
+        #: The shorter silence that ends a turn whose words sound finished; it adapts as the
+        #: other does, widening when such a commit cut the user off. None: off.
+        self.early_silence = (
+            AdaptiveSilence(
+                settings.early_endpoint_ms,
+                settings.endpoint_max_ms,
+                settings.early_endpoint_ms,
+            )
+            if settings.early_endpoint_ms
+            else None
+        )
+        self._committed_early = False
+        self._committed_audio: list[np.ndarray] = []  # an early commit's, until it is certain
         self._vad = services.vad.stream()
         self._endpointer = Endpointer(
             self.silence,
@@ -191,6 +206,7 @@ class Conversation:
         elif signal is TurnSignal.PAUSE:
             if self.state is ConversationState.LISTENING and self.reply is None:
                 self.reply = self._new_reply(self._utterance_audio())
+                self._judge_when_transcribed(self.reply)
         elif signal is TurnSignal.RESUME:
             if self.reply is not None and not self.reply.committed:
                 self.reply.cancel()
@@ -200,20 +216,26 @@ class Conversation:
             if self._guard.utterance_ended() is BargeInAction.RESUME:
                 self._false_barge_in()
             self._utterance = []
-        elif signal is TurnSignal.END_OF_TURN:
+        elif signal in (TurnSignal.END_OF_TURN, TurnSignal.EARLY_END_OF_TURN):
             if self._guard.utterance_ended() is BargeInAction.RESUME:
                 self._false_barge_in()
             else:
-                self._end_of_turn()
+                self._end_of_turn(early=signal is TurnSignal.EARLY_END_OF_TURN)
         elif signal is TurnSignal.CAP:
             self._utterance_capped()
 
     def _speech_while_agent_turn(self) -> None:
+        if self._committed_early and self.state is ConversationState.THINKING:
+            self._take_back_early_commit()
+            return
         if (
             self._committed_at_ms is not None
             and self._audio_ms - self._committed_at_ms < _CUT_OFF_WINDOW_MS
         ):
-            self.silence.cut_off()
+            if self._committed_early and self.early_silence is not None:
+                self.early_silence.cut_off()
+            else:
+                self.silence.cut_off()
             self._committed_at_ms = None
         if self._guard.speech_started() is BargeInAction.PAUSE:
             self._barge_in_ms = None
@@ -223,10 +245,54 @@ class Conversation:
             else:
                 self._output.pause()
 
+    def _take_back_early_commit(self) -> None:
+        """Speech resumed after an early commit, before a word of the answer was heard: the
+        user was not done. Drop the reply unheard and go on listening to one utterance, the
+        committed audio first, as if the turn had never ended; the early silence widens."""
+        reply, self.reply = self.reply, None
+        if self._follower is not None:
+            self._follower.cancel()
+        if reply is not None:
+            reply.cancel()
+        self._output.clear()
+        if self.early_silence is not None:
+            self.early_silence.cut_off()
+        self._utterance = self._committed_audio + self._utterance
+        self._committed_audio = []
+        self._committed_at_ms = None
+        self._committed_early = False
+        self.turns -= 1
+        self._notify("on_speculation", False)
+        self._set_state(ConversationState.LISTENING)
+
     def _silenced(self, after_onset_s: float) -> None:
         self._barge_in_ms = round(after_onset_s * 1000, 1)
 
-    def _end_of_turn(self) -> None:
+    def _judge_when_transcribed(self, reply: Reply) -> None:
+        """Once the speculative reply's transcript is in, end the turn early if it sounds
+        finished and the user is still in the same pause."""
+        if self.early_silence is None:
+            return
+        utterance_id = self._utterance_id
+
+        def judge(transcript: asyncio.Future[str]) -> None:
+            if (
+                transcript.cancelled()
+                or transcript.exception() is not None
+                or reply is not self.reply
+                or reply.committed
+                or utterance_id != self._utterance_id
+                or self.state is not ConversationState.LISTENING
+                or self.early_silence is None
+                or not sounds_finished(transcript.result())
+            ):
+                return
+            for signal in self._endpointer.finish_early(self.early_silence.current_ms):
+                self._on_signal(signal)
+
+        reply.transcript.add_done_callback(judge)
+
+    def _end_of_turn(self, early: bool = False) -> None:
         if self.state is not ConversationState.LISTENING:
             return
         reply = self.reply
@@ -235,10 +301,12 @@ class Conversation:
         else:
             reply.speculative = True
             self._notify("on_speculation", True)
+        self._committed_audio = self._utterance if early else []
         self._utterance = []
         self.reply = reply
         self.turns += 1
         self._committed_at_ms = self._audio_ms
+        self._committed_early = early
         reply.commit()
         self._set_state(ConversationState.THINKING)
         self._follower = asyncio.create_task(self._follow(reply, self.turns), name="follow")
@@ -315,12 +383,18 @@ class Conversation:
         try:
             async with asyncio.timeout(self._settings.turn_deadline_ms / 1000):
                 user_text = await asyncio.shield(reply.transcript)
-                if user_text:
+                # An early commit may still be taken back until its first audio: its words
+                # are final only then.
+                early = self._committed_early
+                if user_text and not early:
                     self._events.send(transcript_event("user", user_text, final=True))
                 first_audio = await asyncio.shield(reply.first_audio)
         except TimeoutError:
             self._reset_turn(reply, steady)
             return
+        if user_text and early:
+            self._events.send(transcript_event("user", user_text, final=True))
+        self._committed_audio = []
         if first_audio is not None:
             self._set_state(ConversationState.SPEAKING)
             metrics = TurnMetrics(
@@ -330,7 +404,8 @@ class Conversation:
                 llm_first_token_ms=reply.llm_first_token_ms,
                 llm_first_sentence_ms=reply.llm_first_sentence_ms,
                 tts_first_chunk_ms=reply.tts_first_chunk_ms,
-                endpoint_ms=self.silence.current_ms,
+                endpoint_ms=self._endpoint_ms(),
+                early_endpoint=self._committed_early,
                 speculative=reply.speculative,
                 steady=steady,
             )
@@ -344,7 +419,9 @@ class Conversation:
             self._notify("on_turn_end", TurnOutcome.COMPLETED, steady)
         if user_text and reply.spoken_text:
             self.history.add_turn(user_text, reply.spoken_text)
-            if reply.ttfa_ms is not None and reply.ttfa_ms <= _READY_AT_COMMIT_MS:
+            if self._committed_early and self.early_silence is not None:
+                self.early_silence.safe()
+            elif reply.ttfa_ms is not None and reply.ttfa_ms <= _READY_AT_COMMIT_MS:
                 self.silence.safe()
         elif user_text and reply.error is not None:
             self._carry_over = ""
@@ -352,6 +429,12 @@ class Conversation:
             self.reply = None
         if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
             self._set_state(ConversationState.LISTENING)
+
+    def _endpoint_ms(self) -> int:
+        """The silence that ended the current turn."""
+        if self._committed_early and self.early_silence is not None:
+            return self.early_silence.current_ms
+        return self.silence.current_ms
 
     def _reset_turn(self, reply: Reply, steady: bool) -> None:
         """No first audio within the deadline: drop the reply unspoken, listen again."""

@@ -1,6 +1,7 @@
 """Turn-taking decisions, all pure: conversation states, endpointing, barge-in guarding."""
 
 from parley_runtime.turns.barge_in import BargeInAction, BargeInGuard
+from parley_runtime.turns.completion import sounds_finished
 from parley_runtime.turns.endpointing import AdaptiveSilence, Endpointer, TurnSignal
 from parley_runtime.turns.states import ConversationState, InvalidTransition, transition
 
@@ -12,5 +13,6 @@ __all__ = [
     "Endpointer",
     "InvalidTransition",
     "TurnSignal",
+    "sounds_finished",
     "transition",
 ]

@@ -2,7 +2,9 @@
 
 Works in audio time (one call per 32 ms VAD window), so it is deterministic and testable
 without a clock. The silence that ends a turn adapts (`AdaptiveSilence`): it widens when the
-user turns out to have been cut off and narrows after turns that ended safely.
+user turns out to have been cut off and narrows after turns that ended safely. When the
+words of a paused utterance sound finished (`turns.completion`), `finish_early` ends the turn
+at a shorter silence instead (`EARLY_END_OF_TURN`).
 
 An utterance is capped (`max_utterance_ms`, 30 s): speech that never pauses long enough to
 end a turn (a television in the room, a monologue) ends the utterance there (`CAP`), and
@@ -22,6 +24,7 @@ class TurnSignal(StrEnum):
     RESUME = "resume"  # speech came back after PAUSE, before the turn ended
     DISCARD = "discard"  # the "utterance" was too short to be speech (a click, a cough)
     END_OF_TURN = "end_of_turn"  # silence outlasted the adaptive endpoint: commit the turn
+    EARLY_END_OF_TURN = "early_end_of_turn"  # the words sounded finished: commit it sooner
     CAP = "cap"  # the utterance reached max_utterance_ms: commit it as it stands
 
 
@@ -58,6 +61,7 @@ class Endpointer:
     silence_ms: int = 0  # silence since the last voiced window
     utterance_ms: int = 0  # the current utterance so far, pauses included
     paused: bool = False
+    early_ms: int | None = None  # this pause ends the turn at this silence (finish_early)
 
     def update(self, prob: float) -> list[TurnSignal]:
         self.voiced = prob >= self.threshold or (self.voiced and prob >= self.release_threshold)
@@ -72,6 +76,18 @@ class Endpointer:
     def reset(self) -> None:
         self.active = self.voiced = self.paused = False
         self.speech_ms = self.silence_ms = self.utterance_ms = 0
+        self.early_ms = None
+
+    def finish_early(self, after_ms: int) -> list[TurnSignal]:
+        """The current pause's words sound finished: end the turn once the silence reaches
+        `after_ms` (at once when it already has), unless speech resumes first."""
+        if not (self.active and self.paused):
+            return []
+        self.early_ms = after_ms
+        if self.silence_ms < after_ms:
+            return []
+        self.reset()
+        return [TurnSignal.EARLY_END_OF_TURN]
 
     def _capped(self) -> list[TurnSignal]:
         if not self.active:
@@ -89,6 +105,7 @@ class Endpointer:
             signals.append(TurnSignal.SPEECH_START)
         elif self.paused:
             self.paused = False
+            self.early_ms = None
             signals.append(TurnSignal.RESUME)
         self.speech_ms += self.window_ms
         self.silence_ms = 0
@@ -106,4 +123,7 @@ class Endpointer:
         if self.silence_ms >= self.silence.current_ms:
             self.reset()
             signals.append(TurnSignal.END_OF_TURN)
+        elif self.early_ms is not None and self.silence_ms >= self.early_ms:
+            self.reset()
+            signals.append(TurnSignal.EARLY_END_OF_TURN)
         return signals
