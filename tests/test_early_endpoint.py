@@ -1,12 +1,12 @@
-"""The early endpoint: a turn whose transcript sounds finished commits at a short silence;
-one that does not waits for the full endpoint; and speech after an early commit, before the
-answer is heard, takes the commit back (the user was not done): one utterance goes on, and
-the next early commit waits longer.
+"""The early endpoint: a turn whose transcript sounds finished commits at a short silence once
+its answer's first audio is ready; one whose words hang, or whose answer is not ready, waits
+for the full endpoint; speech right after an early commit counts against the early silence
+only.
 
-Unit level with the real `Conversation`: a loudness VAD, an ASR that answers with a given
-text, and an LLM server that accepts the request and never answers (so a committed turn stays
-THINKING while the test speaks again). Audio time is what counts; the test waits only for the
-scripted ASR's answer to reach the conversation.
+Unit level with the real `Conversation` and `Reply`: a loudness VAD, an ASR that answers with a
+given text, an LLM that answers when the test lets it, and a TTS that gives one chunk of audio.
+Nothing drains the agent's output, so a committed turn stays THINKING with its audio pending.
+Audio time is what counts; the test waits only for the doubles' answers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import cast
 import numpy as np
 import pytest
 
-from parley.pcm import INPUT_RATE
 from parley_runtime import RuntimeSettings
 from parley_runtime.agent import Conversation, Services
 from parley_runtime.asr import SpeechRecognizer
@@ -28,69 +27,72 @@ from parley_runtime.events import EventChannel
 from parley_runtime.llm import ChatClient
 from parley_runtime.turns import ConversationState
 from parley_runtime.vad import SileroVAD
-from parley_tts import HTTPSpeechClient
-from tests.test_concurrency import UNUSED_URL, LoudnessVAD, frames16
+from parley_tts import TTSService
+from tests.test_concurrency import LoudnessVAD, frames16
 
 EARLY_MS = 256
 ENDPOINT_MS = 704
 
 
 class ScriptedASR:
-    """Answers every transcription with the next of `texts` (the last one again when they
-    run out), and remembers what it was asked."""
+    """Answers every transcription with `text`."""
 
-    def __init__(self, *texts: str) -> None:
-        self.texts = list(texts)
-        self.heard_ms: list[float] = []  # the length of each audio it was given
+    def __init__(self, text: str) -> None:
+        self.text = text
 
     async def transcribe(self, pcm: np.ndarray) -> str:
         await asyncio.sleep(0)
-        text = self.texts[min(len(self.heard_ms), len(self.texts) - 1)]
-        self.heard_ms.append(len(pcm) * 1000 / INPUT_RATE)
-        return text
+        return self.text
+
+
+class GatedLLM:
+    """Streams a fixed answer once `gate` is set (at once when it is set already)."""
+
+    max_tokens = 60
+
+    def __init__(self, open_gate: bool = True) -> None:
+        self.gate = asyncio.Event()
+        if open_gate:
+            self.gate.set()
+
+    async def stream(
+        self, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        await self.gate.wait()
+        for delta in ("It will", " be sunny", " all day long."):
+            yield delta
+
+
+class ToneTTS(TTSService):
+    """One loud chunk for every sentence."""
+
+    sample_rate = 16_000
+    name = "tone"
+
+    async def synthesize(
+        self, text: str, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncIterator[np.ndarray]:
+        yield np.full(self.sample_rate // 5, 3000, dtype=np.int16)
 
 
 @contextlib.asynccontextmanager
-async def silent_llm() -> AsyncIterator[str]:
-    """An OpenAI-compatible URL whose server reads the request and never answers."""
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+async def conversation_with(asr: ScriptedASR, llm: GatedLLM) -> AsyncIterator[Conversation]:
+    services = Services(
+        asr=cast(SpeechRecognizer, asr),
+        vad=cast(SileroVAD, LoudnessVAD()),
+        tts=ToneTTS(),
+        llm=cast(ChatClient, llm),
+    )
+    settings = RuntimeSettings(
+        early_endpoint_ms=EARLY_MS, endpoint_initial_ms=ENDPOINT_MS, speculate_after_ms=160
+    )
+    conversation = Conversation(services, settings, AgentAudioOutput(), EventChannel())
+    conversation.start()
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield conversation
     finally:
-        server.close()
-
-
-@contextlib.asynccontextmanager
-async def conversation_with(asr: ScriptedASR) -> AsyncIterator[Conversation]:
-    async with silent_llm() as url:
-        llm = ChatClient(url, "unused")
-        tts = HTTPSpeechClient(UNUSED_URL)
-        services = Services(
-            asr=cast(SpeechRecognizer, asr),
-            vad=cast(SileroVAD, LoudnessVAD()),
-            tts=tts,
-            llm=llm,
-        )
-        settings = RuntimeSettings(
-            early_endpoint_ms=EARLY_MS,
-            endpoint_initial_ms=ENDPOINT_MS,
-            speculate_after_ms=160,
-        )
-        conversation = Conversation(services, settings, AgentAudioOutput(), EventChannel())
-        conversation.start()
-        try:
-            yield conversation
-        finally:
-            await conversation.close()
-            await llm.aclose()
-            await tts.aclose()
+        llm.gate.set()
+        await conversation.close()
 
 
 def feed(conversation: Conversation, frames: Iterator[np.ndarray]) -> None:
@@ -98,11 +100,16 @@ def feed(conversation: Conversation, frames: Iterator[np.ndarray]) -> None:
         conversation.feed(pcm)
 
 
-async def transcribed(conversation: Conversation) -> None:
-    """Let the speculative reply's transcript reach the conversation."""
-    assert conversation.reply is not None
-    await asyncio.wait_for(asyncio.shield(conversation.reply.transcript), 5)
-    await asyncio.sleep(0)
+async def settle() -> None:
+    """Let the doubles' answers reach the conversation."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def speak_then_pause(conversation: Conversation) -> None:
+    feed(conversation, frames16(800, loud=True))
+    feed(conversation, frames16(200, loud=False))  # the pause: a speculative reply
+    await settle()
 
 
 async def silence_until_commit(conversation: Conversation, limit_ms: int = 2000) -> int:
@@ -110,15 +117,15 @@ async def silence_until_commit(conversation: Conversation, limit_ms: int = 2000)
     silence_ms = 200
     while conversation.turns == 0 and silence_ms < limit_ms:
         feed(conversation, frames16(20, loud=False))
+        await settle()
         silence_ms += 20
     return silence_ms
 
 
-async def test_a_finished_question_commits_at_the_early_silence() -> None:
-    async with conversation_with(ScriptedASR("Is it going to rain tomorrow?")) as conversation:
-        feed(conversation, frames16(800, loud=True))
-        feed(conversation, frames16(200, loud=False))  # the pause: a speculative reply
-        await transcribed(conversation)
+async def test_a_finished_question_with_its_answer_ready_commits_at_the_early_silence() -> None:
+    asr = ScriptedASR("Is it going to rain tomorrow?")
+    async with conversation_with(asr, GatedLLM()) as conversation:
+        await speak_then_pause(conversation)
         took = await silence_until_commit(conversation)
         assert EARLY_MS <= took < ENDPOINT_MS
         assert conversation.state is ConversationState.THINKING
@@ -126,36 +133,34 @@ async def test_a_finished_question_commits_at_the_early_silence() -> None:
 
 @pytest.mark.parametrize("words", ["What is the capital of", "I was thinking about the"])
 async def test_words_left_hanging_wait_for_the_full_endpoint(words: str) -> None:
-    async with conversation_with(ScriptedASR(words)) as conversation:
-        feed(conversation, frames16(800, loud=True))
-        feed(conversation, frames16(200, loud=False))
-        await transcribed(conversation)
+    async with conversation_with(ScriptedASR(words), GatedLLM()) as conversation:
+        await speak_then_pause(conversation)
         assert await silence_until_commit(conversation) >= ENDPOINT_MS
 
 
-async def test_speech_before_the_answer_is_heard_takes_an_early_commit_back() -> None:
-    asr = ScriptedASR("Is it going to rain.", "Is it going to rain tomorrow in Paris?")
-    async with conversation_with(asr) as conversation:
+async def test_an_answer_not_ready_waits_and_speech_resuming_drops_it_uncommitted() -> None:
+    llm = GatedLLM(open_gate=False)
+    async with conversation_with(ScriptedASR("Is it going to rain?"), llm) as conversation:
+        await speak_then_pause(conversation)
+        feed(conversation, frames16(300, loud=False))  # 500 ms of silence: past the early one
+        await settle()
+        assert conversation.turns == 0 and conversation.reply is not None
+
+        feed(conversation, frames16(300, loud=True))  # the user goes on
+
+        assert conversation.turns == 0 and conversation.reply is None
+        assert conversation.state is ConversationState.LISTENING
+
+
+async def test_speech_right_after_an_early_commit_widens_only_the_early_silence() -> None:
+    asr = ScriptedASR("Is it going to rain.")
+    async with conversation_with(asr, GatedLLM()) as conversation:
         assert conversation.early_silence is not None
-        feed(conversation, frames16(800, loud=True))
-        feed(conversation, frames16(200, loud=False))
-        await transcribed(conversation)
+        await speak_then_pause(conversation)
         await silence_until_commit(conversation)
-        committed = conversation.reply
-        assert committed is not None and committed.committed and conversation.turns == 1
+        assert conversation.turns == 1
 
-        feed(conversation, frames16(400, loud=True))  # the user was not done
+        feed(conversation, frames16(300, loud=True))  # the user was not done
 
-        assert committed.first_audio.cancelled()  # dropped before a word of it was heard
-        assert conversation.reply is None and conversation.state is ConversationState.LISTENING
-        assert conversation.turns == 0
         assert conversation.early_silence.current_ms == EARLY_MS + 150
-        assert conversation.silence.current_ms == ENDPOINT_MS  # the full endpoint is kept
-
-        # One utterance goes on: the next transcription hears the first part too.
-        feed(conversation, frames16(200, loud=False))
-        await transcribed(conversation)
-        assert conversation.reply is not None
-        assert conversation.reply.user_text == "Is it going to rain tomorrow in Paris?"
-        first, second = asr.heard_ms
-        assert second >= first + 400
+        assert conversation.silence.current_ms == ENDPOINT_MS

@@ -113,7 +113,6 @@ class Conversation:
             else None
         )
         self._committed_early = False
-        self._committed_audio: list[np.ndarray] = []  # an early commit's, until it is certain
         self._vad = services.vad.stream()
         self._endpointer = Endpointer(
             self.silence,
@@ -225,9 +224,6 @@ class Conversation:
             self._utterance_capped()
 
     def _speech_while_agent_turn(self) -> None:
-        if self._committed_early and self.state is ConversationState.THINKING:
-            self._take_back_early_commit()
-            return
         if (
             self._committed_at_ms is not None
             and self._audio_ms - self._committed_at_ms < _CUT_OFF_WINDOW_MS
@@ -245,50 +241,38 @@ class Conversation:
             else:
                 self._output.pause()
 
-    def _take_back_early_commit(self) -> None:
-        """Speech resumed after an early commit, before a word of the answer was heard: the
-        user was not done. Drop the reply unheard and go on listening to one utterance, the
-        committed audio first, as if the turn had never ended; the early silence widens."""
-        reply, self.reply = self.reply, None
-        if self._follower is not None:
-            self._follower.cancel()
-        if reply is not None:
-            reply.cancel()
-        self._output.clear()
-        if self.early_silence is not None:
-            self.early_silence.cut_off()
-        self._utterance = self._committed_audio + self._utterance
-        self._committed_audio = []
-        self._committed_at_ms = None
-        self._committed_early = False
-        self.turns -= 1
-        self._notify("on_speculation", False)
-        self._set_state(ConversationState.LISTENING)
-
     def _silenced(self, after_onset_s: float) -> None:
         self._barge_in_ms = round(after_onset_s * 1000, 1)
 
     def _judge_when_transcribed(self, reply: Reply) -> None:
-        """Once the speculative reply's transcript is in, end the turn early if it sounds
-        finished and the user is still in the same pause."""
+        """End the turn early when the speculative reply's words sound finished, once its
+        first audio is ready (committing sooner would not make it heard sooner), provided the
+        user is still in the same pause."""
         if self.early_silence is None:
             return
         utterance_id = self._utterance_id
 
+        def still_pending() -> bool:
+            return (
+                reply is self.reply
+                and not reply.committed
+                and utterance_id == self._utterance_id
+                and self.state is ConversationState.LISTENING
+            )
+
+        def end_early(_: object) -> None:
+            if still_pending() and self.early_silence is not None:
+                for signal in self._endpointer.finish_early(self.early_silence.current_ms):
+                    self._on_signal(signal)
+
         def judge(transcript: asyncio.Future[str]) -> None:
             if (
-                transcript.cancelled()
-                or transcript.exception() is not None
-                or reply is not self.reply
-                or reply.committed
-                or utterance_id != self._utterance_id
-                or self.state is not ConversationState.LISTENING
-                or self.early_silence is None
-                or not sounds_finished(transcript.result())
+                not transcript.cancelled()
+                and transcript.exception() is None
+                and still_pending()
+                and sounds_finished(transcript.result())
             ):
-                return
-            for signal in self._endpointer.finish_early(self.early_silence.current_ms):
-                self._on_signal(signal)
+                reply.ready.add_done_callback(end_early)
 
         reply.transcript.add_done_callback(judge)
 
@@ -301,7 +285,6 @@ class Conversation:
         else:
             reply.speculative = True
             self._notify("on_speculation", True)
-        self._committed_audio = self._utterance if early else []
         self._utterance = []
         self.reply = reply
         self.turns += 1
@@ -383,18 +366,12 @@ class Conversation:
         try:
             async with asyncio.timeout(self._settings.turn_deadline_ms / 1000):
                 user_text = await asyncio.shield(reply.transcript)
-                # An early commit may still be taken back until its first audio: its words
-                # are final only then.
-                early = self._committed_early
-                if user_text and not early:
+                if user_text:
                     self._events.send(transcript_event("user", user_text, final=True))
                 first_audio = await asyncio.shield(reply.first_audio)
         except TimeoutError:
             self._reset_turn(reply, steady)
             return
-        if user_text and early:
-            self._events.send(transcript_event("user", user_text, final=True))
-        self._committed_audio = []
         if first_audio is not None:
             self._set_state(ConversationState.SPEAKING)
             metrics = TurnMetrics(

@@ -78,6 +78,9 @@ class Reply:
         loop = asyncio.get_running_loop()
         self.transcript: asyncio.Future[str] = loop.create_future()
         self.first_audio: asyncio.Future[float | None] = loop.create_future()
+        #: Done once the first audio is synthesized (held until commit) or the reply ended
+        #: without any: from then on a commit is heard at once.
+        self.ready: asyncio.Future[None] = loop.create_future()
         self.played_out: asyncio.Future[None] = loop.create_future()
         self.committed = False
         self.speculative = False
@@ -103,7 +106,7 @@ class Reply:
 
     def cancel(self) -> None:
         self._task.cancel()
-        for future in (self.transcript, self.first_audio, self.played_out):
+        for future in (self.transcript, self.first_audio, self.ready, self.played_out):
             future.cancel()
 
     @property
@@ -143,6 +146,8 @@ class Reply:
             if not self.transcript.done():
                 self.transcript.set_result(self._prefix)
             self._do(self._finish_without_audio)
+        finally:
+            self._set_ready()
 
     async def _pipeline(self) -> None:
         started = time.monotonic()
@@ -199,6 +204,7 @@ class Reply:
                 if self.tts_first_chunk_ms is None:
                     self.tts_first_chunk_ms = _ms(started)
                     self._do(lambda: self._output.mark(self._on_first_audio))
+                    self._set_ready()
                 first_of_reply = False
             audio = resampler.pcm(pcm, self._tts.sample_rate)
             self._do(lambda audio=audio: self._output.push(audio, segment))  # type: ignore[misc]
@@ -230,6 +236,10 @@ class Reply:
             self.first_audio.set_result(None)
         if not self.played_out.done():
             self.played_out.set_result(None)
+
+    def _set_ready(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
 
     def _on_first_audio(self) -> None:
         if not self.first_audio.done():
