@@ -53,7 +53,8 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # Debian's Chromium drives the real-browser test; Debian's buildah and mmdebstrap build the
-# container images. Installed when we can (root with apt).
+# container images; Debian's espeak-ng speaks the user's lines in `parley bench compare`.
+# Installed when we can (root with apt).
 system-deps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -66,6 +67,12 @@ system-deps:
 	    echo "[setup] installing Debian's buildah and mmdebstrap for the container images"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap) >/dev/null; \
 	  else echo "[setup] buildah or mmdebstrap not found and cannot install them: the image tests will be skipped"; fi; \
+	fi
+	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "[setup] installing Debian's espeak-ng for parley bench compare"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null; \
+	  else echo "[setup] espeak-ng not found and cannot install it (root with apt-get install espeak-ng): the compare bench's tests will be skipped"; fi; \
 	fi
 
 # The test control plane, built from pinned upstream Go modules (tests/k8s/versions.mk) into

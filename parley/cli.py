@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     op_bench.add_argument("--out", default="bench/results/operator.json", help="JSON output file")
     _add_capacity_bench(bench_commands)
     _add_scaling_bench(bench_commands)
+    _add_compare_bench(bench_commands)
     _add_soak(commands)
     return parser
 
@@ -235,6 +236,36 @@ def _add_scaling_bench(
     scaling.add_argument("--pods", type=int, default=100, help="pods scraped in part 2 (0: skip)")
     scaling.add_argument("--scrape-hold", type=parse_duration, default="60s", help="measured for")
     scaling.add_argument("--out", default="bench/results/scaling.json", help="JSON output file")
+
+
+def _add_compare_bench(
+    bench_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    compare = bench_commands.add_parser(
+        "compare",
+        help="Parley vs Pipecat: V2V and barge-in, same models, same scripted conversation",
+    )
+    compare.add_argument(
+        "--stacks", default="parley,pipecat", help="which to run, in this order (parley,pipecat)"
+    )
+    compare.add_argument("--turns", type=int, default=16, help="turns per session, barge-ins too")
+    compare.add_argument("--barge-ins", type=int, default=6, help="of the turns, interrupted ones")
+    compare.add_argument("--seed", type=int, default=0, help="picks the lines and their order")
+    compare.add_argument("--sessions", type=int, default=1, help="concurrent conversations")
+    compare.add_argument(
+        "--duty-cycle", type=float, default=1.0, help="share of each session's time spent talking"
+    )
+    compare.add_argument(
+        "--parley-url", help="a running Parley runtime to measure (default: start one)"
+    )
+    compare.add_argument(
+        "--llm-url",
+        help="a running OpenAI-compatible server with SmolLM2-135M-Instruct (default: start "
+        "the embedded one)",
+    )
+    compare.add_argument(
+        "--json", default="bench/results/compare.json", help="every turn and the summary"
+    )
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -333,6 +364,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pods=args.pods,
                 scrape_hold_s=args.scrape_hold,
                 out=args.out,
+            )
+        )
+    if args.command == "bench" and args.bench_command == "compare":
+        from parley_bench.compare.run import CompareOptions, run_compare
+
+        return run_compare(
+            CompareOptions(
+                stacks=tuple(s.strip() for s in args.stacks.split(",") if s.strip()),
+                turns=args.turns,
+                barge_ins=args.barge_ins,
+                seed=args.seed,
+                sessions=args.sessions,
+                duty_cycle=args.duty_cycle,
+                parley_url=args.parley_url,
+                llm_url=args.llm_url,
+                out=args.json,
             )
         )
     if args.command == "bench" and args.bench_command == "operator":

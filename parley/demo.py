@@ -64,6 +64,10 @@ class LLMServer:
             "8192",
             "--n_threads",
             str(self.threads),
+            # Requests queue: by default a new request ends the one being streamed, so one
+            # session's question would cut another session's answer short.
+            "--interrupt_requests",
+            "false",
         ]
         say(f"starting the local LLM server ({LLM_MODEL_NAME}, llama.cpp) on {self.url}")
         with self.log_path.open("wb") as log:

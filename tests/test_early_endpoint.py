@@ -164,3 +164,16 @@ async def test_speech_right_after_an_early_commit_widens_only_the_early_silence(
 
         assert conversation.early_silence.current_ms == EARLY_MS + 150
         assert conversation.silence.current_ms == ENDPOINT_MS
+
+
+async def test_an_interruption_a_moment_into_an_early_answer_is_not_a_cut_off() -> None:
+    asr = ScriptedASR("Is it going to rain.")
+    async with conversation_with(asr, GatedLLM()) as conversation:
+        assert conversation.early_silence is not None
+        await speak_then_pause(conversation)
+        silence_ms = await silence_until_commit(conversation)
+        # The answer plays; the user speaks up 1 s after their own last word.
+        feed(conversation, frames16(1000 - silence_ms + 40, loud=False))
+        feed(conversation, frames16(300, loud=True))
+
+        assert conversation.early_silence.current_ms == EARLY_MS

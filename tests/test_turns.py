@@ -111,6 +111,7 @@ class TestEarlyEnd:
         assert run(ep, quiet(32)) == []
         assert run(ep, quiet(32)) == [TurnSignal.EARLY_END_OF_TURN]
         assert not ep.active and ep.early_ms is None
+        assert ep.ended_silence_ms == 256
 
     def test_words_judged_late_end_the_turn_at_once(self) -> None:
         ep = self.make()

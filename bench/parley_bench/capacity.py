@@ -23,11 +23,7 @@ the load generator rather than the runtime can be told apart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +32,7 @@ from typing import Any
 import httpx
 
 from parley.demo import LLM_MODEL_NAME, LOG_DIR, LLMServer
+from parley_bench.child_server import ChildServer, free_port
 from parley_bench.loop_lag import LoopLagProbe
 from parley_bench.peer import AgentRecorder, Peer, ScriptedMicrophone
 from parley_bench.proc import cpu_seconds, machine_cpu_seconds, rss_mib
@@ -71,21 +68,13 @@ class CapacityOptions:
 # -- the runtime under test ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class RuntimeProcess:
+class RuntimeProcess(ChildServer):
     """`parley runtime serve` on a free loopback port, in its own process group, with
     `PARLEY_*` settings from `env`."""
 
     def __init__(self, llm_url: str, env: dict[str, str], log_name: str) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = LOG_DIR / log_name
-        self._command = [
+        command = [
             sys.executable,
             "-m",
             "parley",
@@ -100,46 +89,14 @@ class RuntimeProcess:
             "--llm-model",
             LLM_MODEL_NAME,
         ]
-        self._env = {**os.environ, "PARLEY_ICE_HOST_ADDRESSES": '["127.0.0.1"]', **env}
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    def start(self, timeout_s: float = 180) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                self._command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"the runtime exited with {self._process.returncode}; see {self.log_path}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.5)
-        raise RuntimeError(f"the runtime was not ready in {timeout_s:.0f} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)  # drains; our sessions are already closed
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        super().__init__(
+            "the runtime",
+            command,
+            f"http://127.0.0.1:{self.port}",
+            "/readyz",
+            LOG_DIR / log_name,
+            env={**os.environ, "PARLEY_ICE_HOST_ADDRESSES": '["127.0.0.1"]', **env},
+        )
 
 
 class CpuMeter:

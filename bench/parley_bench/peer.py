@@ -4,6 +4,8 @@ says back with arrival times, and collects the `events` data channel.
 It is a real aiortc client speaking the runtime's HTTP contract, used by the end-to-end tests,
 `parley bench latency`, `parley soak` and `parley bench capacity`. Long runs (soak, capacity)
 bound what it keeps: `AgentRecorder(keep_s=..., keep_audio=False)` and `Peer(event_types=...)`.
+With `signalling=SMALL_WEBRTC_SIGNALLING` the same peer, media and all, talks to Pipecat's
+SmallWebRTC endpoint instead (`parley bench compare`): one probe for both stacks.
 """
 
 from __future__ import annotations
@@ -23,9 +25,31 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from parley.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, Resampler, is_voiced
+from parley.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, VOICED_PEAK, Resampler, is_voiced
 from parley_runtime.audio import FramePacer, audio_frame
 from parley_runtime.webrtc import peer_connection, set_audio_prefetch
+
+
+@dataclass(frozen=True)
+class Signalling:
+    """Where a peer posts its SDP offer, and how it knows the session is up: Parley's runtime
+    opens the `events` data channel; a server without one (audio only) is up once ICE and
+    DTLS are connected."""
+
+    offer_path: str
+    events_channel: bool
+
+
+PARLEY_SIGNALLING = Signalling("/v1/sessions", events_channel=True)
+#: Pipecat's SmallWebRTC signalling (its runner's `POST /api/offer`): audio only.
+SMALL_WEBRTC_SIGNALLING = Signalling("/api/offer", events_channel=False)
+
+
+def voiced_span(pcm: np.ndarray) -> tuple[int, int]:
+    """Indices of the first and last samples above the voiced threshold (0, 0 when none):
+    where an utterance really starts and ends, whatever silence surrounds it."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > VOICED_PEAK)
+    return (int(loud[0]), int(loud[-1])) if loud.size else (0, 0)
 
 
 @dataclass
@@ -53,13 +77,14 @@ class ScriptedMicrophone(MediaStreamTrack):
 
     def say(self, pcm: np.ndarray) -> _Utterance:
         """Queue `pcm` (48 kHz mono int16). `started` resolves with the send time of the first
-        voiced sample, `finished` with that of the last voiced sample."""
-        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 330)
+        voiced sample, `finished` with that of the last voiced sample (not of the silence
+        after it)."""
+        first_voiced, last_voiced = voiced_span(pcm)
         loop = asyncio.get_running_loop()
         utterance = _Utterance(
             pcm.astype(np.int16),
-            int(loud[-1]) if loud.size else 0,
-            int(loud[0]) if loud.size else 0,
+            last_voiced,
+            first_voiced,
             loop.create_future(),
             loop.create_future(),
         )
@@ -192,7 +217,9 @@ class Peer:
 
     `event_types`, when given, is the set of event types kept in `events` (others are
     dropped on arrival). `disconnected` is set once the connection fails or closes, or the
-    `events` channel closes: whichever side ended the session."""
+    `events` channel closes: whichever side ended the session. `signalling` picks the
+    server's kind: Parley's runtime (the default) or an audio-only SmallWebRTC server, which
+    sends no events."""
 
     def __init__(
         self,
@@ -203,8 +230,10 @@ class Peer:
         agent: AgentRecorder | None = None,
         event_types: frozenset[str] | None = None,
         token: str | None = None,
+        signalling: Signalling = PARLEY_SIGNALLING,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.signalling = signalling
         self.token = token  # a bearer token for creating the session (runtime.md: Auth)
         self.pc = peer_connection(ice_servers or [])
         self.mic = mic or ScriptedMicrophone()
@@ -217,30 +246,33 @@ class Peer:
         self._event_types = event_types
         self._changed = asyncio.Event()
         self._channel_open = asyncio.Event()
+        self._connected = asyncio.Event()
 
     async def connect(self, timeout: float = 30.0, **fields: str) -> None:
         transceiver = self.pc.addTransceiver(self.mic, direction="sendrecv")
         # Time agent audio as it arrives, before any playout buffering (DESIGN: "received").
         set_audio_prefetch(transceiver.receiver, 0)
-        channel = self.channel = self.pc.createDataChannel("events")
-        channel.on("open", self._channel_open.set)
-        channel.on("message", self._on_message)
-        channel.on("close", self._on_disconnect)
+        if self.signalling.events_channel:
+            channel = self.channel = self.pc.createDataChannel("events")
+            channel.on("open", self._channel_open.set)
+            channel.on("message", self._on_message)
+            channel.on("close", self._on_disconnect)
         self.pc.on("track", self.agent.start)
         self.pc.on("connectionstatechange", self._on_connection_state)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with httpx.AsyncClient(timeout=timeout) as http:
             response = await http.post(
-                f"{self.base_url}/v1/sessions",
+                f"{self.base_url}{self.signalling.offer_path}",
                 json={"sdp": self.pc.localDescription.sdp, "type": "offer", **fields},
                 headers={"Authorization": f"Bearer {self.token}"} if self.token else {},
             )
         response.raise_for_status()
         answer = response.json()
-        self.session_id = answer["id"]
+        self.session_id = answer.get("id")
         self.secret = answer.get("secret")
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        await asyncio.wait_for(self._channel_open.wait(), timeout)
+        up = self._channel_open if self.signalling.events_channel else self._connected
+        await asyncio.wait_for(up.wait(), timeout)
 
     def _on_message(self, message: str) -> None:
         event = json.loads(message)
@@ -250,6 +282,8 @@ class Peer:
         self._changed.set()
 
     def _on_connection_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self._connected.set()
         if self.pc.connectionState in ("failed", "closed"):
             self._on_disconnect()
 

@@ -113,6 +113,7 @@ class Conversation:
             else None
         )
         self._committed_early = False
+        self._committed_silence_ms = 0  # the silence that ended the committed turn
         self._vad = services.vad.stream()
         self._endpointer = Endpointer(
             self.silence,
@@ -226,7 +227,7 @@ class Conversation:
     def _speech_while_agent_turn(self) -> None:
         if (
             self._committed_at_ms is not None
-            and self._audio_ms - self._committed_at_ms < _CUT_OFF_WINDOW_MS
+            and self._audio_ms - self._committed_at_ms < self._cut_off_window_ms()
         ):
             if self._committed_early and self.early_silence is not None:
                 self.early_silence.cut_off()
@@ -240,6 +241,14 @@ class Conversation:
                 self._output.pause(on_silenced=lambda at: self._silenced(at - onset))
             else:
                 self._output.pause()
+
+    def _cut_off_window_ms(self) -> int:
+        """Speech this soon after a commit means the user was not done. After an early commit
+        the window counts from the end of the user's speech instead: its answer starts at
+        once, and speech a moment into the answer is an interruption, not a cut-off."""
+        if self._committed_early:
+            return _CUT_OFF_WINDOW_MS - self._committed_silence_ms
+        return _CUT_OFF_WINDOW_MS
 
     def _silenced(self, after_onset_s: float) -> None:
         self._barge_in_ms = round(after_onset_s * 1000, 1)
@@ -290,6 +299,7 @@ class Conversation:
         self.turns += 1
         self._committed_at_ms = self._audio_ms
         self._committed_early = early
+        self._committed_silence_ms = self._endpointer.ended_silence_ms
         reply.commit()
         self._set_state(ConversationState.THINKING)
         self._follower = asyncio.create_task(self._follow(reply, self.turns), name="follow")

@@ -62,6 +62,7 @@ class Endpointer:
     utterance_ms: int = 0  # the current utterance so far, pauses included
     paused: bool = False
     early_ms: int | None = None  # this pause ends the turn at this silence (finish_early)
+    ended_silence_ms: int = 0  # the silence that ended the last turn
 
     def update(self, prob: float) -> list[TurnSignal]:
         self.voiced = prob >= self.threshold or (self.voiced and prob >= self.release_threshold)
@@ -74,6 +75,7 @@ class Endpointer:
         return signals + self._capped()
 
     def reset(self) -> None:
+        self.ended_silence_ms = self.silence_ms
         self.active = self.voiced = self.paused = False
         self.speech_ms = self.silence_ms = self.utterance_ms = 0
         self.early_ms = None

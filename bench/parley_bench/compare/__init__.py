@@ -1,0 +1,1 @@
+"""Parley against another voice-agent framework (Pipecat), same models, same machine."""
