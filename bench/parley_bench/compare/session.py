@@ -17,22 +17,13 @@ from typing import Any
 from parley_bench.compare.by_ear import Heard, ask, barge_in
 from parley_bench.compare.script import Question, Turn
 from parley_bench.compare.voices import spoken
+from parley_bench.latency import TURN_FIELDS
 from parley_bench.peer import AgentRecorder, Peer, Signalling
 
 CONNECT_TIMEOUT_S = 30.0
 #: Between connecting and the first question: both stacks start their pipelines once the
 #: connection is up, and neither says when it listens over audio alone.
 AFTER_CONNECT_S = 1.0
-#: What a Parley `metrics` event contributes to a turn's record.
-METRIC_FIELDS = (
-    "ttfa_ms",
-    "asr_ms",
-    "llm_first_token_ms",
-    "llm_first_sentence_ms",
-    "tts_first_chunk_ms",
-    "endpoint_ms",
-    "speculative",
-)
 
 
 def idle_after(active_s: float, duty_cycle: float, rng: random.Random) -> float:
@@ -47,7 +38,7 @@ def turn_metrics(peer: Peer, heard: Heard, until: float) -> dict[str, Any] | Non
     None for a stack without events or a turn without one)."""
     for at, event in peer.events:
         if event.get("type") == "metrics" and heard.asked <= at <= until:
-            return {name: event.get(name) for name in METRIC_FIELDS}
+            return {name: event.get(name) for name in TURN_FIELDS}
     return None
 
 
