@@ -230,15 +230,25 @@ def test_restart_changes_nothing_and_delete_removes_everything(
 ) -> None:
     eventually(lambda: ready(cluster, "cpu-agent"), "cpu-agent Ready")
 
-    def versions() -> dict[str, str]:
+    def versions() -> dict[str, object]:
+        """What the operator decides: each object's spec generation (the status of the
+        children is the controllers' and kwok's, which may still move), and the verdicts in
+        each VoiceDeployment's conditions."""
         items = []
         for kind in ("vd", "deployments", "services", "pdb"):
             items += json.loads(cluster.kubectl("get", kind, "-n", NS, "-o", "json"))["items"]
-        return {
-            f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items
-        }
+        found: dict[str, object] = {}
+        for i in items:
+            key = f"{i['kind']}/{i['metadata']['name']}"
+            found[key] = i["metadata"].get("generation")
+            if i["kind"] == "VoiceDeployment":
+                conditions = (i.get("status") or {}).get("conditions") or []
+                found[f"{key}/conditions"] = sorted(
+                    (c["type"], c["status"], c.get("reason", "")) for c in conditions
+                )
+        return found
 
-    def settled() -> dict[str, str] | None:
+    def settled() -> dict[str, object] | None:
         """The versions once nothing changed for 3 autoscaler intervals (5 s each)."""
         first = versions()
         time.sleep(16)
