@@ -7,7 +7,6 @@ WebRTC peer and the server do not share a scheduler; models load once for the wh
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -15,16 +14,11 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from parley_bench.child_server import free_port
 from parley_runtime import RuntimeSettings, create_app
 from parley_runtime.services import Models, close_models, load_models
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RunningApp:
