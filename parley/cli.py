@@ -256,6 +256,12 @@ def _add_compare_bench(
         "--duty-cycle", type=float, default=1.0, help="share of each session's time spent talking"
     )
     compare.add_argument(
+        "--speakers",
+        default="varied",
+        help="varied: 8 espeak-ng speakers at 140-190 wpm; slow: 6 at 100-125 wpm who hesitate "
+        "mid-question",
+    )
+    compare.add_argument(
         "--parley-url", help="a running Parley runtime to measure (default: start one)"
     )
     compare.add_argument(
@@ -377,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 sessions=args.sessions,
                 duty_cycle=args.duty_cycle,
+                speakers=args.speakers,
                 parley_url=args.parley_url,
                 llm_url=args.llm_url,
                 out=args.json,

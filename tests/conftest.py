@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from parley.demo import LLMServer
+from parley.local_llm import LLMServer
 from parley_runtime import RuntimeSettings
 from tests.support.cluster import CACHE, ControlPlane, build_tools
 from tests.support.runtime_host import RunningApp, RuntimeHost, free_port

@@ -569,7 +569,7 @@ async def test_a_long_voiced_signal_keeps_memory_bounded_and_commits_turns() -> 
         def __init__(self) -> None:
             self.heard_s: list[float] = []
 
-        async def transcribe(self, pcm: np.ndarray) -> str:
+        async def transcribe(self, pcm: np.ndarray, partial: bool = False) -> str:
             self.heard_s.append(len(pcm) / INPUT_RATE)
             await asyncio.Event().wait()  # never answers: continued speech interrupts it
             return ""

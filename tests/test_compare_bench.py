@@ -1,11 +1,12 @@
 """`parley bench compare`: the parts that decide what is measured, and short real runs.
 
-Pure: espeak-ng speech (format, speakers and rates that differ, cached), where an utterance's
+Pure: espeak-ng speech (format, speakers and rates that differ, cached, a hesitation of exactly
+the slow speaker's length), where an utterance's
 last voiced sample is and that the microphone times exactly that, where the agent's speech
 ended after an interruption, the scripted conversation, the duty cycle, the summary, ratios
 and table. Real: the peer over SmallWebRTC signalling (audio only, no data channel) against
-an aiortc echo server, and the bench on the command line against the suite's Parley runtime,
-once as the docs' short form and once with two concurrent sessions.
+an aiortc echo server, and the bench on the command line against the suite's Parley runtime:
+the docs' short form, two concurrent sessions, and the slow speakers, whom nobody may cut off.
 
 The Pipecat side does not run here: its virtual environment is a pip install of several
 minutes and its bot loads its own models; docs/testing.md says so.
@@ -38,13 +39,14 @@ from parley_bench.compare.script import (
     INTERRUPTIONS,
     LONG_REQUESTS,
     QUESTIONS,
+    SLOW_QUESTIONS,
     BargeIn,
     Question,
     conversation,
 )
 from parley_bench.compare.session import idle_after
 from parley_bench.compare.stacks import stack_server
-from parley_bench.compare.voices import SPEAKERS, Speaker, spoken
+from parley_bench.compare.voices import SLOW_SPEAKERS, SPEAKERS, Speaker, spoken
 from parley_bench.peer import SMALL_WEBRTC_SIGNALLING, Peer, ScriptedMicrophone, voiced_span
 from tests.support.runtime_host import RunningApp
 from tests.support.threaded_server import ThreadedServer
@@ -75,6 +77,19 @@ def test_speakers_differ_and_a_faster_rate_is_shorter() -> None:
     assert len(fingerprints) == len(SPEAKERS)
     slow, fast = spoken(text, Speaker("en-us", 140)), spoken(text, Speaker("en-us", 190))
     assert len(fast) < 0.85 * len(slow)
+
+
+@needs_espeak
+def test_a_hesitation_is_exactly_the_speakers_silence_between_the_two_parts() -> None:
+    speaker = Speaker("en-us+m2", 115, word_gap=2, hesitation_ms=500)
+    whole = spoken("How many wheels | does a bicycle have?", speaker)
+    voiced = np.abs(whole.astype(np.int32)) > 200
+    first, second = (spoken(part, speaker) for part in ("How many wheels", "does a bicycle have?"))
+    quiet_runs = np.diff(np.flatnonzero(voiced))
+    longest_ms = quiet_runs.max() * 1000 / OUTPUT_RATE
+    assert 500 <= longest_ms < 520  # the hesitation, not espeak-ng's own pauses around the parts
+    assert len(whole) < len(first) + len(second) + OUTPUT_RATE // 2
+    assert spoken("What is the time?", speaker).size > 0  # a line without `|`: one part
 
 
 # -- where an utterance ends -----------------------------------------------------------------
@@ -148,10 +163,19 @@ def test_the_conversation_has_its_counts_and_is_fixed_by_the_seed() -> None:
         conversation(2, 3, seed=0)
 
 
+def test_the_slow_conversation_rotates_the_slow_speakers_over_their_own_questions() -> None:
+    script = conversation(6, 0, seed=0, speakers="slow")
+    assert [t.speaker for t in script] == list(SLOW_SPEAKERS)
+    assert all(isinstance(t, Question) and t.text in SLOW_QUESTIONS for t in script)
+    assert not {t.speaker for t in script} & set(SPEAKERS)
+    assert all(s.hesitation_ms and s.wpm <= 125 for s in SLOW_SPEAKERS)
+
+
 def test_the_lines_are_the_benchs_own() -> None:
     others = {*latency.QUESTIONS, *soak.QUESTIONS, *soak.LONG_QUESTIONS, *soak.INTERRUPTIONS}
     others |= {latency.LONG_QUESTION, latency.INTERRUPTION, "How many legs does a spider have?"}
-    assert not others & {*QUESTIONS, *LONG_REQUESTS, *INTERRUPTIONS}
+    slow = {line.replace(" | ", " ") for line in SLOW_QUESTIONS}
+    assert not others & {*QUESTIONS, *LONG_REQUESTS, *INTERRUPTIONS, *slow}
 
 
 def test_the_duty_cycle_pauses_in_proportion_to_the_talk() -> None:
@@ -239,6 +263,7 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
         (["--turns", "2", "--barge-ins", "3"], "--barge-ins"),
         (["--duty-cycle", "0"], "--duty-cycle"),
         (["--sessions", "0"], "--sessions"),
+        (["--speakers", "fast"], "--speakers"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_flag(flags: list[str], said: str) -> None:
@@ -351,3 +376,17 @@ def test_concurrent_sessions_each_play_their_own_conversation(
     assert [t["session"] for t in turns] == [0, 1]
     assert turns[0]["speaker"] != turns[1]["speaker"]  # seeds 3 and 4: the rotation differs
     assert "parley s1 turn 1/1" in stdout and "parley s2 turn 1/1" in stdout
+
+
+@needs_espeak
+@pytest.mark.e2e
+def test_nobody_is_cut_off_on_the_slow_speakers(runtime: RunningApp, tmp_path: Path) -> None:
+    """Each slow speaker hesitates 350-600 ms mid-question, where the words so far may sound
+    finished ("What is the opposite"): the early endpoint must not answer the fragment."""
+    flags = ["--stacks", "parley", "--speakers", "slow", "--turns", "6", "--barge-ins", "0"]
+    status, stdout, report = compare_cli(runtime, tmp_path / "compare.json", *flags)
+    assert status == 0, stdout[-3000:]
+    turns = report["stacks"]["parley"]["turns"]
+    assert len(turns) == 6 and {t["speaker"] for t in turns} == {str(s) for s in SLOW_SPEAKERS}
+    assert [t for t in turns if t["talked_over"]] == []
+    assert all(t["outcome"] == "answered" for t in turns), stdout[-3000:]

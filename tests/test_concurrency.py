@@ -92,7 +92,7 @@ class StuckASR:
         self.started = asyncio.Event()
         self.unwound = False
 
-    async def transcribe(self, pcm: np.ndarray) -> str:
+    async def transcribe(self, pcm: np.ndarray, partial: bool = False) -> str:
         self.started.set()
         try:
             await asyncio.Event().wait()

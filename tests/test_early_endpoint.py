@@ -1,7 +1,8 @@
 """The early endpoint: a turn whose transcript sounds finished commits at a short silence once
 its answer's first audio is ready; one whose words hang, or whose answer is not ready, waits
 for the full endpoint; speech right after an early commit counts against the early silence
-only.
+only, and as a hesitation no later turn ends before; a user who went on after a pause is not
+answered at a shorter one; speech well into an answer is an interruption, not a cut-off.
 
 Unit level with the real `Conversation` and `Reply`: a loudness VAD, an ASR that answers with a
 given text, an LLM that answers when the test lets it, and a TTS that gives one chunk of audio.
@@ -40,8 +41,20 @@ class ScriptedASR:
     def __init__(self, text: str) -> None:
         self.text = text
 
-    async def transcribe(self, pcm: np.ndarray) -> str:
+    async def transcribe(self, pcm: np.ndarray, partial: bool = False) -> str:
         await asyncio.sleep(0)
+        return self.text
+
+
+class GatedASR(ScriptedASR):
+    """Answers with `text` once `gate` is set."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.gate = asyncio.Event()
+
+    async def transcribe(self, pcm: np.ndarray, partial: bool = False) -> str:
+        await self.gate.wait()
         return self.text
 
 
@@ -113,9 +126,10 @@ async def speak_then_pause(conversation: Conversation) -> None:
 
 
 async def silence_until_commit(conversation: Conversation, limit_ms: int = 2000) -> int:
-    """Feed silence 20 ms at a time until the turn commits; the silence it took in all."""
-    silence_ms = 200
-    while conversation.turns == 0 and silence_ms < limit_ms:
+    """Feed silence 20 ms at a time until a turn commits; the silence it took in all (counting
+    the 200 ms pause already fed)."""
+    silence_ms, turns = 200, conversation.turns
+    while conversation.turns == turns and silence_ms < limit_ms:
         feed(conversation, frames16(20, loud=False))
         await settle()
         silence_ms += 20
@@ -177,3 +191,65 @@ async def test_an_interruption_a_moment_into_an_early_answer_is_not_a_cut_off() 
         feed(conversation, frames16(300, loud=True))
 
         assert conversation.early_silence.current_ms == EARLY_MS
+
+
+async def test_a_cut_off_is_remembered_as_a_hesitation_the_next_turn_outlasts() -> None:
+    asr = ScriptedASR("Is it going to rain.")
+    async with conversation_with(asr, GatedLLM()) as conversation:
+        assert conversation.early_silence is not None
+        await speak_then_pause(conversation)
+        cut_at = await silence_until_commit(conversation)
+        feed(conversation, frames16(300, loud=True))  # the user was not done
+        pause_ms, sounded_finished = conversation.hesitations.pauses[-1]
+        assert pause_ms >= cut_at and sounded_finished
+        floor_ms = conversation.hesitations.early_floor_ms
+        assert floor_ms > conversation.early_silence.current_ms
+
+        feed(conversation, frames16(500, loud=True))  # the rest of the question
+        feed(conversation, frames16(200, loud=False))
+        await settle()
+        assert floor_ms <= await silence_until_commit(conversation) < ENDPOINT_MS
+        assert conversation.turns == 2
+
+
+async def test_a_pause_the_user_went_on_after_holds_off_the_early_end() -> None:
+    llm = GatedLLM(open_gate=False)
+    async with conversation_with(ScriptedASR("What is the biggest?"), llm) as conversation:
+        feed(conversation, frames16(800, loud=True))
+        feed(conversation, frames16(300, loud=False))  # a hesitation; no answer ready yet
+        await settle()
+        feed(conversation, frames16(600, loud=True))  # ... and the user goes on
+        assert conversation.turns == 0
+        assert conversation.hesitations.pauses[-1] == (288, True)  # the VAD's windows of it
+        llm.gate.set()
+
+        feed(conversation, frames16(200, loud=False))
+        await settle()
+        took = await silence_until_commit(conversation)
+        assert EARLY_MS + 150 < conversation.hesitations.early_floor_ms <= took < ENDPOINT_MS
+
+
+async def test_speech_well_into_an_answer_after_the_full_endpoint_is_not_a_cut_off() -> None:
+    async with conversation_with(ScriptedASR("What is the capital of"), GatedLLM()) as conversation:
+        await speak_then_pause(conversation)  # the words hang: the full endpoint
+        assert await silence_until_commit(conversation) >= ENDPOINT_MS
+        feed(conversation, frames16(800, loud=False))  # 0.8 s into the answer
+        feed(conversation, frames16(300, loud=True))
+        assert conversation.silence.current_ms == ENDPOINT_MS
+        assert not conversation.hesitations.pauses
+
+
+async def test_a_hesitation_is_judged_by_its_words_even_when_they_are_transcribed_late() -> None:
+    asr = GatedASR("What do you drink?")
+    async with conversation_with(asr, GatedLLM()) as conversation:
+        feed(conversation, frames16(800, loud=True))
+        feed(conversation, frames16(300, loud=False))  # a hesitation; the words not yet heard
+        await settle()
+        feed(conversation, frames16(600, loud=True))  # the user goes on
+        await settle()
+        assert conversation.reply is None and not conversation.hesitations.pauses
+
+        asr.gate.set()  # the dropped speculation's transcript arrives
+        await settle()
+        assert conversation.hesitations.pauses[-1] == (288, True)
+        assert conversation.hesitations.early_floor_ms > EARLY_MS + 150

@@ -8,6 +8,7 @@ from parley_runtime.turns import (
     BargeInGuard,
     ConversationState,
     Endpointer,
+    Hesitations,
     InvalidTransition,
     TurnSignal,
     sounds_finished,
@@ -134,6 +135,62 @@ class TestEarlyEnd:
         run(ep, speech(600))
         assert ep.finish_early(0) == []  # still speaking
         assert ep.early_ms is None
+
+
+class TestHesitations:
+    """A pause the user went on speaking after is a floor for the silences that end a turn:
+    any such pause for the full endpoint, one after finished-sounding words for the early one."""
+
+    def make(self, endpoint_ms: int = 512) -> Endpointer:
+        return Endpointer(AdaptiveSilence(400, 1200, endpoint_ms), speculate_after_ms=160)
+
+    def hesitate(self, ep: Endpointer, pause_ms: int, sounded_finished: bool) -> None:
+        signals = run(ep, speech(600) + quiet(pause_ms) + speech(400))
+        assert signals[-1] is TurnSignal.RESUME
+        assert ep.resumed_after_ms == pause_ms
+        ep.hesitations.observe(ep.resumed_after_ms, sounded_finished)
+
+    def test_a_user_who_went_on_after_a_long_pause_is_not_ended_at_a_shorter_one(self) -> None:
+        ep = self.make(endpoint_ms=512)
+        self.hesitate(ep, 448, sounded_finished=False)
+        assert ep.hesitations.floor_ms == 660  # 448 x 1.25 + 100
+        assert ep.end_silence_ms == 660
+        assert TurnSignal.END_OF_TURN not in run(ep, quiet(640))
+        assert run(ep, quiet(32)) == [TurnSignal.END_OF_TURN]
+
+    def test_nor_early_after_finished_sounding_words(self) -> None:
+        ep = self.make(endpoint_ms=1184)
+        self.hesitate(ep, 448, sounded_finished=True)
+        run(ep, quiet(288))
+        assert ep.finish_early(256) == []
+        assert ep.early_ms == 660
+        assert run(ep, quiet(352)) == []
+        assert run(ep, quiet(32)) == [TurnSignal.EARLY_END_OF_TURN]
+
+    def test_a_short_pause_after_hanging_words_leaves_the_early_silence_alone(self) -> None:
+        ep = self.make(endpoint_ms=704)
+        self.hesitate(ep, 224, sounded_finished=False)  # "Excuse me, | please stop"
+        assert ep.early_silence_ms(256) == 256
+        assert ep.end_silence_ms == 704  # the floor (380) is shorter than the endpoint
+
+    def test_a_long_pause_counts_for_the_early_silence_whatever_the_words(self) -> None:
+        ep = self.make(endpoint_ms=704)
+        self.hesitate(ep, 416, sounded_finished=False)  # "Where does a | rabbit sleep?"
+        assert ep.early_silence_ms(256) == 620  # 416 x 1.25 + 100
+
+    def test_only_the_last_pauses_are_remembered(self) -> None:
+        hesitations = Hesitations(remembered=3)
+        for pause in (900, 200, 200):
+            hesitations.observe(pause, sounded_finished=True)
+        assert hesitations.floor_ms == hesitations.early_floor_ms == 1225
+        hesitations.observe(200, sounded_finished=False)
+        assert hesitations.floor_ms == hesitations.early_floor_ms == 350
+        assert Hesitations().floor_ms == Hesitations().early_floor_ms == 0
+
+    def test_the_floor_stops_at_the_longest_endpoint(self) -> None:
+        ep = self.make(endpoint_ms=1184)
+        self.hesitate(ep, 1120, sounded_finished=True)
+        assert ep.end_silence_ms == 1200 and ep.early_silence_ms(256) == 1200
 
 
 @pytest.mark.parametrize(

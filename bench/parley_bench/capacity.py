@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from parley.demo import LLM_MODEL_NAME, LOG_DIR, LLMServer
+from parley.local_llm import LLM_MODEL_NAME, LOG_DIR, LLMServer
 from parley_bench.child_server import ChildServer, free_port
 from parley_bench.loop_lag import LoopLagProbe
 from parley_bench.peer import AgentRecorder, Peer, ScriptedMicrophone

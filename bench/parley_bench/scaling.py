@@ -48,7 +48,7 @@ import yaml
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
-from parley.demo import LLMServer
+from parley.local_llm import LLMServer
 from parley.scos import BackpressureLevel
 from parley_bench.capacity import free_port
 from parley_bench.kubelet import RuntimeKubelet
@@ -331,12 +331,16 @@ class Cycles:
         addresses = set(self.kubelet.addresses().values())
         return sum(a in addresses for a in self.cluster.ready_pods(CYCLED))
 
+    async def _admission_limited(self, url: str) -> bool:
+        scos = await fetch_scos(self.http, url)
+        return scos.backpressure.level >= BackpressureLevel.ADMISSION_LIMITED
+
     async def _overload(self, url: str, cycle: Cycle) -> list[Peer]:
-        """Silent sessions on the pod at `url` until it says ADMISSION_LIMITED."""
+        """Silent sessions on the pod at `url` until it says ADMISSION_LIMITED (or refuses one
+        for that reason)."""
         fillers: list[Peer] = []
         while len(fillers) < SESSIONS_PER_POD:
-            scos = await fetch_scos(self.http, url)
-            if scos.backpressure.level >= BackpressureLevel.ADMISSION_LIMITED:
+            if await self._admission_limited(url):
                 cycle.fillers = len(fillers)
                 return fillers
             peer = Peer(url)
@@ -345,6 +349,12 @@ class Cycles:
                 await peer.connect(timeout=20)
                 await peer.wait_state("listening", 20)
             except (httpx.HTTPError, TimeoutError) as exc:
+                refused = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 503
+                if refused and await self._admission_limited(url):
+                    # The calls' sessions took it there between our look and this offer.
+                    await fillers.pop().close()
+                    cycle.fillers = len(fillers)
+                    return fillers
                 await asyncio.gather(*(p.close() for p in fillers))
                 raise BenchError(f"a filler session could not connect: {exc!r}") from exc
             await asyncio.sleep(1.2)  # the runtime's signal loop (1 s) updates its level

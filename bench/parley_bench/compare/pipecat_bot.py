@@ -144,15 +144,6 @@ async def warm_up(config: BotConfig) -> None:
     logger.info(f"models warm in {time.monotonic() - started:.1f} s (Whisper heard {heard!r})")
 
 
-class LocalLLMService(OpenAILLMService):
-    """Pipecat's OpenAI service, declared the way Pipecat declares OpenAI-compatible servers
-    without the `developer` role (its Qwen and Cerebras services): llama.cpp's server refuses
-    that role with a 500, and Pipecat adds such a message after some interruptions, after
-    which every turn of the session would fail. Pipecat then sends it as a user message."""
-
-    supports_developer_role = False
-
-
 def build_worker(connection: SmallWebRTCConnection, config: BotConfig) -> PipelineWorker:
     """One conversation's pipeline, as in Pipecat's examples (its services load their models
     here, before the offer is answered)."""
@@ -165,7 +156,7 @@ def build_worker(connection: SmallWebRTCConnection, config: BotConfig) -> Pipeli
         compute_type="int8",
         settings=WhisperSTTService.Settings(model=str(config.whisper_model)),
     )
-    llm = LocalLLMService(
+    llm = OpenAILLMService(
         api_key="none",
         base_url=config.llm_url,
         settings=OpenAILLMService.Settings(

@@ -21,13 +21,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from parley.demo import LLMServer
+from parley.local_llm import LLMServer
 from parley_bench.child_server import ChildServer, free_port
 from parley_bench.compare.report import format_table, ratios, stack_summary
-from parley_bench.compare.script import Turn, conversation, lines
+from parley_bench.compare.script import SPEAKER_SETS, Speakers, Turn, conversation, lines
 from parley_bench.compare.session import converse
 from parley_bench.compare.stacks import SIGNALLING, STACKS, START_TIMEOUT_S, stack_server
-from parley_bench.compare.voices import SPEAKERS, spoken
+from parley_bench.compare.voices import spoken
 from parley_bench.results import write_results
 from parley_runtime.webrtc import use_host_addresses
 
@@ -43,6 +43,7 @@ class CompareOptions:
     seed: int = 0
     sessions: int = 1
     duty_cycle: float = 1.0
+    speakers: Speakers = "varied"
     parley_url: str | None = None  # a running Parley runtime, used instead of starting one
     llm_url: str | None = None  # a running LLM server serving SmolLM2, instead of starting one
     out: str | None = "bench/results/compare.json"
@@ -56,6 +57,8 @@ class CompareOptions:
             raise ValueError("--turns must be at least 1, --barge-ins between 0 and --turns")
         if self.sessions < 1:
             raise ValueError(f"--sessions must be at least 1, got {self.sessions}")
+        if self.speakers not in SPEAKER_SETS:
+            raise ValueError(f"--speakers takes {' or '.join(SPEAKER_SETS)}, got {self.speakers}")
         if not 0 < self.duty_cycle <= 1:
             raise ValueError(f"--duty-cycle must be in (0, 1], got {self.duty_cycle}")
 
@@ -142,7 +145,7 @@ def _measure(
 def compare(options: CompareOptions) -> dict[str, Any]:
     use_host_addresses(["127.0.0.1"])
     scripts = [
-        conversation(options.turns, options.barge_ins, options.seed + session)
+        conversation(options.turns, options.barge_ins, options.seed + session, options.speakers)
         for session in range(options.sessions)
     ]
     said = {line for script in scripts for line in lines(script)}
@@ -151,7 +154,8 @@ def compare(options: CompareOptions) -> dict[str, Any]:
     progress(
         f"{options.sessions} session(s) x {options.turns} turns ({options.barge_ins} barge-ins),"
         f" duty cycle {options.duty_cycle:.0%}, seed {options.seed}; {len(said)} lines from"
-        f" espeak-ng, {len(SPEAKERS)} speakers; stacks {', '.join(options.stacks)}"
+        f" espeak-ng, {len(SPEAKER_SETS[options.speakers][0])} {options.speakers} speakers;"
+        f" stacks {', '.join(options.stacks)}"
     )
     needs_llm = options.llm_url is None and any(
         s != "parley" or not options.parley_url for s in options.stacks

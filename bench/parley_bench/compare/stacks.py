@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from parley.demo import LLM_MODEL_NAME, LOG_DIR
+from parley.local_llm import LLM_MODEL_NAME, LOG_DIR
 from parley_bench.capacity import RuntimeProcess
 from parley_bench.child_server import ChildServer, free_port
 from parley_bench.compare.pipecat_env import ensure_pipecat_python, pipecat_bot_command

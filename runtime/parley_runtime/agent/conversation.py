@@ -37,6 +37,7 @@ from parley_runtime.turns import (
     BargeInGuard,
     ConversationState,
     Endpointer,
+    Hesitations,
     TurnSignal,
     sounds_finished,
     transition,
@@ -47,7 +48,8 @@ from parley_tts import TTSService
 log = logging.getLogger(__name__)
 
 _PREROLL_MS = 300
-#: Speech starting this soon after a commit means the user was cut off, not interrupting.
+#: Speech starting this soon after the end of the user's speech, once the turn has ended, means
+#: the user was cut off, not interrupting: the answer has barely begun.
 _CUT_OFF_WINDOW_MS = 1000
 _PARTIAL_MIN_MS = 800
 #: What an interrupted, unheard question carries into the next turn, at most (its end). Speech
@@ -114,6 +116,9 @@ class Conversation:
         )
         self._committed_early = False
         self._committed_silence_ms = 0  # the silence that ended the committed turn
+        self._committed_endpoint_ms = 0  # the endpoint in force then
+        #: The pauses this user went on speaking after: no turn ends at a shorter silence.
+        self.hesitations = Hesitations()
         self._vad = services.vad.stream()
         self._endpointer = Endpointer(
             self.silence,
@@ -121,6 +126,7 @@ class Conversation:
             release_threshold=max(0.05, settings.vad_threshold - 0.15),
             speculate_after_ms=settings.speculate_after_ms,
             max_utterance_ms=settings.max_utterance_ms,
+            hesitations=self.hesitations,
         )
         self._guard = BargeInGuard(settings.barge_in_confirm_ms)
         self._recent: deque[np.ndarray] = deque()
@@ -208,10 +214,13 @@ class Conversation:
                 self.reply = self._new_reply(self._utterance_audio())
                 self._judge_when_transcribed(self.reply)
         elif signal is TurnSignal.RESUME:
+            pause_ms = self._endpointer.resumed_after_ms
             if self.reply is not None and not self.reply.committed:
-                self.reply.cancel()
+                self._drop_once_judged(self.reply, pause_ms)
                 self.reply = None
                 self._notify("on_speculation", False)
+            else:
+                self._hesitated(pause_ms, None)
         elif signal is TurnSignal.DISCARD:
             if self._guard.utterance_ended() is BargeInAction.RESUME:
                 self._false_barge_in()
@@ -225,14 +234,10 @@ class Conversation:
             self._utterance_capped()
 
     def _speech_while_agent_turn(self) -> None:
-        if (
-            self._committed_at_ms is not None
-            and self._audio_ms - self._committed_at_ms < self._cut_off_window_ms()
-        ):
-            if self._committed_early and self.early_silence is not None:
-                self.early_silence.cut_off()
-            else:
-                self.silence.cut_off()
+        if self._committed_at_ms is not None:
+            went_on_after_ms = self._committed_silence_ms + self._audio_ms - self._committed_at_ms
+            if went_on_after_ms < _CUT_OFF_WINDOW_MS:
+                self._cut_off(round(went_on_after_ms))
             self._committed_at_ms = None
         if self._guard.speech_started() is BargeInAction.PAUSE:
             self._barge_in_ms = None
@@ -242,13 +247,50 @@ class Conversation:
             else:
                 self._output.pause()
 
-    def _cut_off_window_ms(self) -> int:
-        """Speech this soon after a commit means the user was not done. After an early commit
-        the window counts from the end of the user's speech instead: its answer starts at
-        once, and speech a moment into the answer is an interruption, not a cut-off."""
-        if self._committed_early:
-            return _CUT_OFF_WINDOW_MS - self._committed_silence_ms
-        return _CUT_OFF_WINDOW_MS
+    def _cut_off(self, pause_ms: int) -> None:
+        """The user went on `pause_ms` after their last word, too soon to be answering what
+        they heard: the turn ended mid-sentence. The silence that ended it widens, and the
+        pause counts as one of the user's hesitations."""
+        if self._committed_early and self.early_silence is not None:
+            self.early_silence.cut_off()
+        else:
+            self.silence.cut_off()
+        self._hesitated(pause_ms, self.reply)
+
+    def _drop_once_judged(self, reply: Reply, pause_ms: int) -> None:
+        """Drop a speculation the user has spoken on through, once its transcript tells whether
+        the words before the pause sounded finished (what kind of hesitation it was); its LLM
+        and TTS work, which is most of what dropping it saves, comes after."""
+
+        def judged(_: object) -> None:
+            self._hesitated(pause_ms, reply)
+            reply.cancel()
+
+        if reply.transcript.done():
+            judged(None)
+        else:
+            reply.transcript.add_done_callback(judged)
+
+    def _hesitated(self, pause_ms: int, reply: Reply | None) -> None:
+        """The user went on after `pause_ms` of silence; `reply` is what was made of the words
+        before it, with their transcript (None: they were not transcribed)."""
+        transcript = reply.transcript if reply is not None else None
+        sounded_finished = bool(
+            transcript is not None
+            and transcript.done()
+            and not transcript.cancelled()
+            and transcript.exception() is None
+            and sounds_finished(transcript.result())
+        )
+        self.hesitations.observe(pause_ms, sounded_finished)
+        log.debug(
+            "the user went on after %d ms of silence (words %s); turns end at %d ms at the "
+            "least, early ones at %d ms",
+            pause_ms,
+            "sounding finished" if sounded_finished else "hanging or not transcribed",
+            self.hesitations.floor_ms,
+            self.hesitations.early_floor_ms,
+        )
 
     def _silenced(self, after_onset_s: float) -> None:
         self._barge_in_ms = round(after_onset_s * 1000, 1)
@@ -300,6 +342,11 @@ class Conversation:
         self._committed_at_ms = self._audio_ms
         self._committed_early = early
         self._committed_silence_ms = self._endpointer.ended_silence_ms
+        self._committed_endpoint_ms = (
+            self._endpointer.early_silence_ms(self.early_silence.current_ms)
+            if early and self.early_silence is not None
+            else self._endpointer.end_silence_ms
+        )
         reply.commit()
         self._set_state(ConversationState.THINKING)
         self._follower = asyncio.create_task(self._follow(reply, self.turns), name="follow")
@@ -391,7 +438,7 @@ class Conversation:
                 llm_first_token_ms=reply.llm_first_token_ms,
                 llm_first_sentence_ms=reply.llm_first_sentence_ms,
                 tts_first_chunk_ms=reply.tts_first_chunk_ms,
-                endpoint_ms=self._endpoint_ms(),
+                endpoint_ms=self._committed_endpoint_ms,
                 early_endpoint=self._committed_early,
                 speculative=reply.speculative,
                 steady=steady,
@@ -416,12 +463,6 @@ class Conversation:
             self.reply = None
         if self.state in (ConversationState.THINKING, ConversationState.SPEAKING):
             self._set_state(ConversationState.LISTENING)
-
-    def _endpoint_ms(self) -> int:
-        """The silence that ended the current turn."""
-        if self._committed_early and self.early_silence is not None:
-            return self.early_silence.current_ms
-        return self.silence.current_ms
 
     def _reset_turn(self, reply: Reply, steady: bool) -> None:
         """No first audio within the deadline: drop the reply unspoken, listen again."""
@@ -462,7 +503,7 @@ class Conversation:
         )
 
     async def _send_partial(self, utterance_id: int, audio: np.ndarray) -> None:
-        text = await self._services.asr.transcribe(audio)
+        text = await self._services.asr.transcribe(audio, partial=True)
         if text and utterance_id == self._utterance_id and self._endpointer.active:
             self._events.send(transcript_event("user", text, final=False))
 

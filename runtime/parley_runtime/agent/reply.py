@@ -105,6 +105,9 @@ class Reply:
             effect()
 
     def cancel(self) -> None:
+        """Stop the reply; once (a second `Task.cancel` would also cancel its unwinding)."""
+        if self._task.cancelling():
+            return
         self._task.cancel()
         for future in (self.transcript, self.first_audio, self.ready, self.played_out):
             future.cancel()

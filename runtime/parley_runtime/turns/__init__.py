@@ -2,7 +2,7 @@
 
 from parley_runtime.turns.barge_in import BargeInAction, BargeInGuard
 from parley_runtime.turns.completion import sounds_finished
-from parley_runtime.turns.endpointing import AdaptiveSilence, Endpointer, TurnSignal
+from parley_runtime.turns.endpointing import AdaptiveSilence, Endpointer, Hesitations, TurnSignal
 from parley_runtime.turns.states import ConversationState, InvalidTransition, transition
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "BargeInGuard",
     "ConversationState",
     "Endpointer",
+    "Hesitations",
     "InvalidTransition",
     "TurnSignal",
     "sounds_finished",

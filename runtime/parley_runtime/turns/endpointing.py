@@ -4,7 +4,9 @@ Works in audio time (one call per 32 ms VAD window), so it is deterministic and 
 without a clock. The silence that ends a turn adapts (`AdaptiveSilence`): it widens when the
 user turns out to have been cut off and narrows after turns that ended safely. When the
 words of a paused utterance sound finished (`turns.completion`), `finish_early` ends the turn
-at a shorter silence instead (`EARLY_END_OF_TURN`).
+at a shorter silence instead (`EARLY_END_OF_TURN`). Neither silence is shorter than the
+user's own hesitations (`Hesitations`, which the caller feeds): someone who has paused 600 ms
+after words that sounded finished and gone on is not answered at 250 ms of silence again.
 
 An utterance is capped (`max_utterance_ms`, 30 s): speech that never pauses long enough to
 end a turn (a television in the room, a monologue) ends the utterance there (`CAP`), and
@@ -14,7 +16,8 @@ holds more than the cap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -46,6 +49,41 @@ class AdaptiveSilence:
 
 
 @dataclass
+class Hesitations:
+    """The pauses after which this user went on speaking, the last `remembered` of them. A turn
+    ends only at a silence clearly longer than the longest: its factor and margin cover the
+    windows the VAD needs to see a pause begin and end, and a speaker whose hesitations vary.
+    The full endpoint heeds them all. The early endpoint heeds the long ones (`long_ms`: a
+    hesitation, whatever the words), and the short ones only after words that sounded finished,
+    where it could have answered too soon: the short break at a comma ("Excuse me, | please
+    stop") is no reason to wait longer after a finished question."""
+
+    remembered: int = 8
+    factor: float = 1.25
+    margin_ms: int = 100
+    long_ms: int = 400
+    pauses: deque[tuple[int, bool]] = field(default_factory=deque)  # (ms, sounded finished)
+
+    def observe(self, pause_ms: int, sounded_finished: bool) -> None:
+        self.pauses.append((pause_ms, sounded_finished))
+        while len(self.pauses) > self.remembered:
+            self.pauses.popleft()
+
+    @property
+    def floor_ms(self) -> int:
+        """No turn ends at a shorter silence."""
+        return self._floor([ms for ms, _ in self.pauses])
+
+    @property
+    def early_floor_ms(self) -> int:
+        """No turn ends early at a shorter silence."""
+        return self._floor([ms for ms, finished in self.pauses if finished or ms >= self.long_ms])
+
+    def _floor(self, pauses_ms: list[int]) -> int:
+        return round(max(pauses_ms) * self.factor) + self.margin_ms if pauses_ms else 0
+
+
+@dataclass
 class Endpointer:
     silence: AdaptiveSilence
     threshold: float = 0.5
@@ -63,6 +101,19 @@ class Endpointer:
     paused: bool = False
     early_ms: int | None = None  # this pause ends the turn at this silence (finish_early)
     ended_silence_ms: int = 0  # the silence that ended the last turn
+    resumed_after_ms: int = 0  # the pause of the last RESUME
+    hesitations: Hesitations = field(default_factory=Hesitations)
+
+    @property
+    def end_silence_ms(self) -> int:
+        """The silence that ends this turn: the adaptive one, or the user's hesitations' floor
+        when that is longer (up to the longest endpoint)."""
+        return max(self.silence.current_ms, min(self.hesitations.floor_ms, self.silence.max_ms))
+
+    def early_silence_ms(self, early_ms: int) -> int:
+        """`early_ms`, or the floor of the user's hesitations after finished-sounding words
+        when that is longer (up to the longest endpoint)."""
+        return max(early_ms, min(self.hesitations.early_floor_ms, self.silence.max_ms))
 
     def update(self, prob: float) -> list[TurnSignal]:
         self.voiced = prob >= self.threshold or (self.voiced and prob >= self.release_threshold)
@@ -85,8 +136,8 @@ class Endpointer:
         `after_ms` (at once when it already has), unless speech resumes first."""
         if not (self.active and self.paused):
             return []
-        self.early_ms = after_ms
-        if self.silence_ms < after_ms:
+        self.early_ms = self.early_silence_ms(after_ms)
+        if self.silence_ms < self.early_ms:
             return []
         self.reset()
         return [TurnSignal.EARLY_END_OF_TURN]
@@ -106,6 +157,7 @@ class Endpointer:
             self.active = True
             signals.append(TurnSignal.SPEECH_START)
         elif self.paused:
+            self.resumed_after_ms = self.silence_ms
             self.paused = False
             self.early_ms = None
             signals.append(TurnSignal.RESUME)
@@ -122,7 +174,7 @@ class Endpointer:
         if not self.paused and self.silence_ms >= self.speculate_after_ms:
             self.paused = True
             signals.append(TurnSignal.PAUSE)
-        if self.silence_ms >= self.silence.current_ms:
+        if self.silence_ms >= self.end_silence_ms:
             self.reset()
             signals.append(TurnSignal.END_OF_TURN)
         elif self.early_ms is not None and self.silence_ms >= self.early_ms:
