@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from parley.pcm import OUTPUT_RATE, Resampler
+from parley_bench.peer import voiced_span
 
 
 class EspeakMissingError(RuntimeError):
@@ -69,8 +70,6 @@ SLOW_SPEAKERS = (
     Speaker("en-us+m2", 115, word_gap=2, hesitation_ms=400),
     Speaker("en-us+m6", 125, word_gap=1, hesitation_ms=500),
 )
-#: Below this the speech is silence, for trimming around a hesitation.
-_SILENT = 200
 HESITATION = "|"
 
 
@@ -92,12 +91,10 @@ def spoken(text: str, speaker: Speaker) -> np.ndarray:
     pause = np.zeros(OUTPUT_RATE * speaker.hesitation_ms // 1000, dtype=np.int16)
     pieces: list[np.ndarray] = []
     for index, part in enumerate(parts):
-        if index > 0:
-            pieces += [pause, _voiced_from_start(part)]
-        else:
-            pieces.append(part)
-        if index < len(parts) - 1:
-            pieces[-1] = _voiced_until_end(pieces[-1])
+        first, last = voiced_span(part)
+        start = first if index > 0 else 0  # the hesitation is all the silence there is
+        end = last + 1 if index < len(parts) - 1 else len(part)
+        pieces += [pause, part[start:end]] if index > 0 else [part[start:end]]
     resampled = np.concatenate(pieces)
     resampled.setflags(write=False)  # shared by every caller through the cache
     return resampled
@@ -117,13 +114,3 @@ def _espeak(text: str, speaker: Speaker) -> np.ndarray:
             pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
     resampler = Resampler(OUTPUT_RATE)
     return np.concatenate([resampler.pcm(pcm, rate), resampler.flush()])
-
-
-def _voiced_from_start(pcm: np.ndarray) -> np.ndarray:
-    voiced = np.flatnonzero(np.abs(pcm.astype(np.int32)) > _SILENT)
-    return pcm[voiced[0] :] if voiced.size else pcm
-
-
-def _voiced_until_end(pcm: np.ndarray) -> np.ndarray:
-    voiced = np.flatnonzero(np.abs(pcm.astype(np.int32)) > _SILENT)
-    return pcm[: voiced[-1] + 1] if voiced.size else pcm

@@ -64,6 +64,16 @@ _WARM_UP_TURNS = 3
 _WARM_UP_S = 60.0
 
 
+def _heard_finished_words(transcript: asyncio.Future[str]) -> bool:
+    """A reply's transcript is in, and its words sound like a finished turn."""
+    return (
+        transcript.done()
+        and not transcript.cancelled()
+        and transcript.exception() is None
+        and sounds_finished(transcript.result())
+    )
+
+
 @dataclass
 class Services:
     """The shared, loaded models and clients every session uses."""
@@ -274,14 +284,7 @@ class Conversation:
     def _hesitated(self, pause_ms: int, reply: Reply | None) -> None:
         """The user went on after `pause_ms` of silence; `reply` is what was made of the words
         before it, with their transcript (None: they were not transcribed)."""
-        transcript = reply.transcript if reply is not None else None
-        sounded_finished = bool(
-            transcript is not None
-            and transcript.done()
-            and not transcript.cancelled()
-            and transcript.exception() is None
-            and sounds_finished(transcript.result())
-        )
+        sounded_finished = reply is not None and _heard_finished_words(reply.transcript)
         self.hesitations.observe(pause_ms, sounded_finished)
         log.debug(
             "the user went on after %d ms of silence (words %s); turns end at %d ms at the "
@@ -317,12 +320,7 @@ class Conversation:
                     self._on_signal(signal)
 
         def judge(transcript: asyncio.Future[str]) -> None:
-            if (
-                not transcript.cancelled()
-                and transcript.exception() is None
-                and still_pending()
-                and sounds_finished(transcript.result())
-            ):
+            if _heard_finished_words(transcript) and still_pending():
                 reply.ready.add_done_callback(end_early)
 
         reply.transcript.add_done_callback(judge)
