@@ -140,6 +140,24 @@ def test_gpu_deployment_runs_on_a_fake_gpu_node(control_plane: ControlPlane) -> 
     )
 
 
+def test_the_fake_nodes_keep_a_renewed_lease(control_plane: ControlPlane) -> None:
+    """Leases are the fake nodes' heartbeat: without them the node lifecycle controller takes
+    every node NotReady each grace period, and their pods with it."""
+    nodes = {n["metadata"]["name"] for n in objects(control_plane, "nodes")}
+    leases = {
+        lease["metadata"]["name"]: lease["spec"]["renewTime"]
+        for lease in objects(control_plane, "leases", "-n", "kube-node-lease")
+    }
+    assert leases.keys() == nodes
+    eventually(
+        lambda: any(
+            lease["spec"]["renewTime"] != leases[lease["metadata"]["name"]]
+            for lease in objects(control_plane, "leases", "-n", "kube-node-lease")
+        ),
+        "a node lease renewed",
+    )
+
+
 def test_job_completes(control_plane: ControlPlane) -> None:
     job = {
         "apiVersion": "batch/v1",

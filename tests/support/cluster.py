@@ -182,6 +182,10 @@ class ControlPlane:
                 "--node-ip=127.0.0.1",
                 "--cidr=10.244.0.0/16",
                 "--server-address=",
+                # Without leases a kwok node's only heartbeat is the status kwok wrote once: every
+                # node-monitor grace period the node lifecycle controller takes it NotReady, marks
+                # its pods NotReady and taints it, until kwok initializes it again.
+                "--node-lease-duration-seconds=40",
                 *[f"--config={path}" for path in stages],
             ],
         )
