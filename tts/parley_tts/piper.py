@@ -1,12 +1,12 @@
 """In-process Piper (ONNX) synthesis, one sentence at a time in a worker thread.
 
-Piper's ONNX threads sleep rather than spin while they wait (onnxruntime spins by default).
-The voice shares its cores with Whisper and, in the embedded stack, with the LLM server
-decoding the rest of the answer: spinning
-threads burn the cores those need, and one descheduled thread stalls the others at every
-operator. Measured on this 2-core machine while llama-server decoded 60 tokens, the first chunk
-of a short sentence took 310 ms p50 (898 max) with two spinning threads (the default), 223 (246)
-with two sleeping ones and 181 (231) with one; alone it took 115, 120 and 161 ms.
+Piper's ONNX threads sleep rather than spin while they wait (onnxruntime spins by default). The
+voice shares its cores with Whisper and, in the embedded stack, with the LLM server decoding the
+rest of the answer: spinning threads burn the cores those need, and one descheduled thread
+stalls the others at every operator. Measured on this 2-core machine while llama-server decoded
+60 tokens, the first chunk of a short sentence took 310 ms p50 (898 max) with two spinning
+threads (the default), 223 (246) with two sleeping ones and 181 (231) with one; alone it took
+115, 120 and 161 ms.
 """
 
 from __future__ import annotations
