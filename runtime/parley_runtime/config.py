@@ -110,6 +110,11 @@ class RuntimeSettings(BaseSettings):
     llm_api_key: str = ""
     llm_max_tokens: int = Field(60, ge=1)
     llm_temperature: float = 0.3
+    llm_seed: int | None = Field(
+        None,
+        description="Sampling seed sent with every request (OpenAI's `seed`), for answers that "
+        "repeat run to run; none: the server's own randomness.",
+    )
     llm_timeout_s: float = 20.0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     history_token_budget: int = Field(8192, ge=256)

@@ -68,6 +68,7 @@ def build_services(
         api_key=settings.llm_api_key,
         max_tokens=settings.llm_max_tokens,
         temperature=settings.llm_temperature,
+        seed=settings.llm_seed,
         timeout_s=settings.llm_timeout_s,
     )
     tts: TTSService

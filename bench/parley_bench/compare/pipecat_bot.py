@@ -14,8 +14,8 @@ so the benchmark measures Pipecat as its users get it:
   `OpenAILLMService` on the given OpenAI-compatible server, `PiperTTSService` (Piper in-process)
   on a local voice file.
 
-Only the model files and the LLM's sampling (Parley's `max_tokens` and `temperature`) are set
-to match Parley; nothing is tuned. Every service is created per connection, as in Pipecat's
+Only the model files and the LLM's sampling (Parley's `max_tokens` and `temperature`, and the
+bench's seed) are set to match Parley; nothing is tuned. Every service is created per connection, as in Pipecat's
 examples, and run by its own `WorkerRunner`. The models are loaded and run once at startup,
 before the port opens (so `GET /healthz` answering means ready), so that the first turn does
 not pay for cold caches. With `--host` a specific address (127.0.0.1 for the bench), ICE host
@@ -83,6 +83,7 @@ class BotConfig:
     system_prompt: str
     max_tokens: int
     temperature: float
+    seed: int | None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-tokens", type=int, default=60)
     parser.add_argument("--temperature", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=None, help="the LLM's sampling seed")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -164,6 +166,7 @@ def build_worker(connection: SmallWebRTCConnection, config: BotConfig) -> Pipeli
             system_instruction=config.system_prompt,
             max_tokens=config.max_tokens,
             temperature=config.temperature,
+            seed=config.seed,
         ),
     )
     tts = PiperTTSService(
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         system_prompt=args.system_prompt,
         max_tokens=args.max_tokens,
         temperature=args.temperature,
+        seed=args.seed,
     )
     for path in (config.whisper_model / "model.bin", config.piper_voice):
         if not path.exists():

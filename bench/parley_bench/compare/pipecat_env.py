@@ -96,6 +96,7 @@ def pipecat_bot_command(
     *,
     host: str = "127.0.0.1",
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    seed: int | None = None,
 ) -> list[str]:
     """The command that starts the Pipecat bot on `host:port` with Parley's embedded models
     (Whisper tiny.en, Piper en_US-joe-medium) and LLM sampling. Run `ensure_pipecat_python`
@@ -122,4 +123,5 @@ def pipecat_bot_command(
         str(defaults["llm_max_tokens"].default),
         "--temperature",
         str(defaults["llm_temperature"].default),
+        *(["--seed", str(seed)] if seed is not None else []),
     ]

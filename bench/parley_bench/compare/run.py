@@ -117,7 +117,7 @@ def _measure(
         progress(f"{stack}: the running runtime at {url}")
     else:
         assert llm_url is not None
-        server = stack_server(stack, llm_url, progress)
+        server = stack_server(stack, llm_url, options.seed, progress)
         progress(f"{stack}: starting {server.url} (log {server.log_path})")
         server.start(START_TIMEOUT_S)
         url = server.url

@@ -1,5 +1,6 @@
 """The stacks `parley bench compare` measures, each a server process of its own on loopback,
-both on the same LLM server and the same model files:
+both on the same LLM server and the same model files, and both sample the LLM with the same
+seed (the bench's `--seed`), so that a question gets the same answer in both and run to run:
 
 - `parley`: `parley runtime serve` with the embedded models (faster-whisper tiny.en, Silero
   VAD, Piper en_US-joe-medium) and its defaults, as `parley demo` runs it; ready at `/readyz`.
@@ -27,17 +28,19 @@ SIGNALLING: dict[str, Signalling] = {
 START_TIMEOUT_S = 300.0
 
 
-def stack_server(name: str, llm_url: str, progress: Callable[[str], None]) -> ChildServer:
+def stack_server(
+    name: str, llm_url: str, llm_seed: int, progress: Callable[[str], None]
+) -> ChildServer:
     """The server process of stack `name` (not started yet). For Pipecat this first makes
     sure its virtual environment exists (a pip install the first time: minutes)."""
     if name == "parley":
-        return RuntimeProcess(llm_url, {}, "compare-parley.log")
+        return RuntimeProcess(llm_url, {"PARLEY_LLM_SEED": str(llm_seed)}, "compare-parley.log")
     if name == "pipecat":
         ensure_pipecat_python(progress)
         port = free_port()
         return ChildServer(
             "the Pipecat bot",
-            pipecat_bot_command(port, llm_url, LLM_MODEL_NAME),
+            pipecat_bot_command(port, llm_url, LLM_MODEL_NAME, seed=llm_seed),
             f"http://127.0.0.1:{port}",
             "/healthz",
             LOG_DIR / "compare-pipecat.log",

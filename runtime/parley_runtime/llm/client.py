@@ -26,12 +26,14 @@ class ChatClient:
         api_key: str = "",
         max_tokens: int = 60,
         temperature: float = 0.3,
+        seed: int | None = None,
         timeout_s: float = 20.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.seed = seed
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/",
@@ -50,6 +52,8 @@ class ChatClient:
             "max_tokens": min(max_tokens or self.max_tokens, self.max_tokens),
             "temperature": self.temperature,
         }
+        if self.seed is not None:
+            body["seed"] = self.seed
         finished = False
         try:
             async with self._http.stream("POST", "chat/completions", json=body) as response:
