@@ -1,10 +1,18 @@
-"""The runtime's OpenAI-compatible chat client: what it asks the server for."""
+"""The runtime's OpenAI-compatible chat client: what it asks the server for, and the
+session's prefill of its system prompt."""
 
 from __future__ import annotations
 
+import uuid
+
+import httpx
+
 from parley.local_llm import LLM_MODEL_NAME
+from parley_bench.peer import Peer
 from parley_runtime.llm import ChatClient
+from tests.support.runtime_host import RuntimeHost
 from tests.support.scripted_llm import ScriptedLLMServer
+from tests.support.talk import turn
 
 QUESTION = [{"role": "user", "content": "Name an animal that lives in the sea."}]
 
@@ -31,3 +39,51 @@ async def test_the_same_seed_samples_the_same_answer(llm_url: str) -> None:
         for _ in range(3)
     }
     assert len(answers) == 1 and answers.pop().strip()
+
+
+async def test_a_prefill_spares_the_first_question_the_system_prompt(llm_url: str) -> None:
+    """Against llama.cpp: the question after a prefill reads only what follows the system
+    prompt; the same question after a system prompt the server never saw reads it all."""
+
+    async def tokens_read(system: str, prefill: bool) -> int:
+        messages = [{"role": "system", "content": system}]
+        client = ChatClient(llm_url, LLM_MODEL_NAME)
+        try:
+            if prefill:
+                await client.prefill(messages)
+            async with httpx.AsyncClient(base_url=llm_url, timeout=30) as http:
+                body = {"messages": [*messages, *QUESTION], "max_tokens": 1}
+                answer = (await http.post("/chat/completions", json=body)).json()
+        finally:
+            await client.aclose()
+        return int(answer["timings"]["prompt_n"])
+
+    def system(nonce: str) -> str:
+        return f"You are assistant {nonce}. Answer in one short sentence, plainly and politely."
+
+    cold = await tokens_read(system(uuid.uuid4().hex), prefill=False)
+    warm = await tokens_read(system(uuid.uuid4().hex), prefill=True)
+    assert warm < cold / 2, (warm, cold)
+
+
+async def test_a_session_prefills_its_system_prompt_when_it_starts(
+    runtime_host: RuntimeHost, scripted_llm: ScriptedLLMServer
+) -> None:
+    for prefill in (True, False):
+        app = runtime_host.start(llm_url=scripted_llm.url, llm_prefill=prefill)
+        before = len(scripted_llm.script.prefills)
+        peer = Peer(app.url)
+        try:
+            await peer.connect()
+            await peer.agent.wait_voiced_after(await turn(peer), 10)
+        finally:
+            await peer.close()
+            runtime_host.stop(app)
+        prefills = scripted_llm.script.prefills[before:]
+        if not prefill:
+            assert prefills == []
+            continue
+        system_prompt = app.app.state.settings.system_prompt
+        (body,) = prefills
+        assert body["messages"] == [{"role": "system", "content": system_prompt}]
+        assert body["max_tokens"] == 1

@@ -117,6 +117,11 @@ class RuntimeSettings(BaseSettings):
     )
     llm_timeout_s: float = 20.0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    llm_prefill: bool = Field(
+        True,
+        description="Send the system prompt when a session starts, so the LLM server has read "
+        "it before the first question (one extra 1-token request per session).",
+    )
     history_token_budget: int = Field(8192, ge=256)
     history_rollover_tokens: int = Field(7500, ge=128)
 

@@ -18,13 +18,15 @@ from tests.support.threaded_server import ThreadedServer
 
 @dataclass
 class Script:
-    """What the next requests get: 'ok', 'die_mid_stream', 'http_500' or 'stall' (no token for
-    a minute). `bodies` keeps every request body received."""
+    """What the next streamed requests get: 'ok', 'die_mid_stream', 'http_500' or 'stall' (no
+    token for a minute). `bodies` keeps every streamed request's body; `prefills` those of the
+    requests that are not streamed (a session's prefill), which are answered and script nothing."""
 
     modes: list[str] = field(default_factory=list)
     answer: str = "Paris is the capital of France. It is a lovely city to visit."
     requests: int = 0
     bodies: list[dict[str, object]] = field(default_factory=list)
+    prefills: list[dict[str, object]] = field(default_factory=list)
 
     def next_mode(self) -> str:
         self.requests += 1
@@ -41,7 +43,12 @@ def make_app(script: Script) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> object:
-        script.bodies.append(await request.json())
+        body = await request.json()
+        if body.get("stream") is not True:
+            script.prefills.append(body)
+            message = {"role": "assistant", "content": script.answer.split(" ")[0]}
+            return {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+        script.bodies.append(body)
         mode = script.next_mode()
         if mode == "http_500":
             return JSONResponse({"error": "scripted failure"}, status_code=500)

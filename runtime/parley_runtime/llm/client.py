@@ -82,5 +82,25 @@ class ChatClient:
         if not finished:
             raise LLMError(f"LLM server {self.base_url} ended the stream before finishing")
 
+    async def prefill(self, messages: list[dict[str, str]]) -> None:
+        """Have the server read `messages` now and keep them in its prefix cache (llama.cpp's
+        slot cache, vLLM's automatic prefix caching), so that the first question that starts
+        with them is read from where they end. One token is generated and thrown away."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": False,
+            "max_tokens": 1,
+            "temperature": self.temperature,
+        }
+        try:
+            response = await self._http.post("chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM server {self.base_url} failed: {exc!r}") from exc
+        if response.status_code != 200:
+            raise LLMError(
+                f"LLM server {self.base_url} answered {response.status_code}: {response.text[:300]}"
+            )
+
     async def aclose(self) -> None:
         await self._http.aclose()
