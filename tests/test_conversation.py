@@ -118,7 +118,7 @@ async def test_short_pause_is_one_turn_and_the_speculation_is_never_heard(
     discarded_before = await discarded_speculations(runtime)
     first = trimmed(await speech("How many legs"))
     second = trimmed(await speech("does a big spider have?"))
-    # 400 ms: past the 160 ms that starts speculative work, short of the 700 ms endpoint.
+    # 400 ms: past the 96 ms that starts speculative work, short of the 700 ms endpoint.
     utterance = peer.mic.say(np.concatenate([first, silence(400), second, silence(300)]))
     started = await utterance.started
     ended = await utterance.finished

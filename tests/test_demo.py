@@ -1,5 +1,5 @@
-"""`parley demo` as a user runs it: no terminal, prints the address, serves the page, and
-SIGTERM stops every process it started."""
+"""`parley demo` as a user runs it: no terminal, prints the address, serves the page, runs
+the LLM server below the runtime's CPU priority, and SIGTERM stops every process it started."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def children_of(pid: int) -> list[int]:
                 continue
             if int(fields[1]) == pid:
                 found.append(int(entry))
+    return found
+
+
+def thread_niceness(pid: int) -> dict[str, int]:
+    """Each thread of `pid`: its name and nice value."""
+    found = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            name, rest = stat.read().split("(", 1)[1].rsplit(")", 1)
+        found[f"{name} {tid}"] = int(rest.split()[16])
     return found
 
 
@@ -65,6 +75,10 @@ def test_demo_starts_serves_and_stops_everything_on_sigterm() -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["ready"] is True
         llm_children = children_of(demo.pid)
         assert llm_children, "the LLM server should be a child of the demo"
+        (llm,) = llm_children
+        threads = thread_niceness(llm)
+        assert any(name.startswith("llama-server") for name in threads), threads
+        assert len(threads) > 2 and set(threads.values()) == {10}, threads
 
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(30) == 0

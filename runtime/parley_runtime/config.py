@@ -135,7 +135,9 @@ class RuntimeSettings(BaseSettings):
     endpoint_min_ms: int = Field(400, ge=100)
     endpoint_max_ms: int = Field(1200, ge=200)
     endpoint_initial_ms: int = Field(700, ge=100)
-    speculate_after_ms: int = Field(160, ge=32, description="Silence that starts speculative work.")
+    speculate_after_ms: int = Field(
+        96, ge=32, description="Silence that starts speculative work (three VAD windows)."
+    )
     early_endpoint_ms: int = Field(
         250,
         ge=0,

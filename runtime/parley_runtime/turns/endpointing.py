@@ -88,7 +88,7 @@ class Endpointer:
     silence: AdaptiveSilence
     threshold: float = 0.5
     release_threshold: float = 0.35
-    speculate_after_ms: int = 160
+    speculate_after_ms: int = 96
     min_speech_ms: int = 96
     window_ms: int = 32
     max_utterance_ms: int = 30_000
