@@ -350,6 +350,8 @@ def test_a_short_compare_run_measures_parley_by_ear(runtime: RunningApp, tmp_pat
     assert question["kind"] == "question" and interrupted["kind"] == "barge_in"
     assert question["outcome"] == "answered" and question["v2v_ms"] > 0
     assert question["server_errors"] == []
+    (answer,) = question["agent_text"]
+    assert answer.strip(), "Parley's answer, from its response events"
     assert question["metrics"]["asr_ms"] > 0 and question["metrics"]["ttfa_ms"] >= 0
     assert interrupted["outcome"] in ("interrupted", "nothing_to_interrupt")
     if interrupted["outcome"] == "interrupted":

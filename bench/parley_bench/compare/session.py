@@ -3,7 +3,8 @@
 At a duty cycle below 1 the conversation pauses after each turn (the microphone sends silence,
 the session stays open) for `active × (1 − duty) / duty` (± 20 %, seeded), so about `duty` of
 its time is talk, as in `parley soak`. With Parley, each question's `metrics` event (the
-runtime's own stage timings) and every turn's `error` events are kept beside what was heard.
+runtime's own stage timings), every turn's `error` events and what the agent said (its
+`response` events) are kept beside what was heard.
 """
 
 from __future__ import annotations
@@ -52,8 +53,28 @@ def error_codes(peer: Peer, since: float, until: float) -> list[str]:
     ]
 
 
+def agent_text(peer: Peer, since: float, until: float) -> list[str]:
+    """What the agent said in the turn, one entry per answer (Parley only: its `response`
+    events, each the answer's text so far; an interrupted answer ends where it was cut)."""
+    said: list[str] = []
+    for at, event in peer.events:
+        if event.get("type") != "response" or not since <= at <= until:
+            continue
+        text = str(event.get("text", ""))
+        if said and text.startswith(said[-1]):
+            said[-1] = text
+        else:
+            said.append(text)
+    return said
+
+
 def record(
-    session: int, turn: Turn, heard: Heard, metrics: dict[str, Any] | None, errors: list[str]
+    session: int,
+    turn: Turn,
+    heard: Heard,
+    metrics: dict[str, Any] | None,
+    errors: list[str],
+    said: list[str],
 ) -> dict[str, Any]:
     return {
         "session": session,
@@ -66,6 +87,7 @@ def record(
         "talked_over": heard.talked_over,
         "metrics": metrics,
         "server_errors": errors,
+        "agent_text": said,
     }
 
 
@@ -100,7 +122,8 @@ async def converse(
             ended = time.monotonic()
             metrics = turn_metrics(peer, heard, ended) if isinstance(turn, Question) else None
             errors = error_codes(peer, heard.began, ended)
-            records.append(record(session, turn, heard, metrics, errors))
+            said = agent_text(peer, heard.began, ended)
+            records.append(record(session, turn, heard, metrics, errors, said))
             on_turn(index, records[-1])
             if index < len(script) - 1:
                 await asyncio.sleep(idle_after(ended - heard.began, duty_cycle, rng))
