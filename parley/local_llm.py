@@ -63,7 +63,9 @@ class LLMServer:
     that is usually ahead of playback, while the runtime's ASR and TTS bursts are what a user
     waits for. Measured on 2 cores, Piper's first chunk beside a decoding llama-server took
     224–231 ms p50 at niceness 0 and 108 at 10 (alone: 91–116), and the LLM decoded at the same
-    rate, 12–13 ms a token, beside Piper either way.
+    rate, 12–13 ms a token, beside Piper either way. The price is paid with several sessions,
+    where one session's ASR and TTS now run ahead of another's LLM request (docs/benchmarks.md,
+    run 12).
     """
 
     def __init__(
