@@ -59,17 +59,18 @@ class LLMServer:
     `slots` conversations decode together; the context is shared by all of them
     (`--kv-unified`), so one long conversation may use what the others do not.
 
-    It runs at `niceness` (10): on the cores it shares with the runtime, decoding is bulk work
+    It runs at `niceness` (5): on the cores it shares with the runtime, decoding is bulk work
     that is usually ahead of playback, while the runtime's ASR and TTS bursts are what a user
     waits for. Measured on 2 cores, Piper's first chunk beside a decoding llama-server took
-    224–231 ms p50 at niceness 0 and 108 at 10 (alone: 91–116), and the LLM decoded at the same
-    rate, 12–13 ms a token, beside Piper either way. The price is paid with several sessions,
-    where one session's ASR and TTS now run ahead of another's LLM request (docs/benchmarks.md,
-    run 12).
+    214–231 ms p50 at niceness 0, 135–140 at 5, 108–135 at 10 and 97–99 at 19 (alone: 91–116);
+    the LLM decoded at 11–14 ms a token beside Piper at every niceness. Not further than 5:
+    with several sessions one session's ASR and TTS run ahead of another's LLM request, which
+    is on that session's critical path, and at 10 that cost more than it saved
+    (docs/benchmarks.md, runs 12 and 14).
     """
 
     def __init__(
-        self, port: int, threads: int = 2, slots: int = 4, context: int = 8192, niceness: int = 10
+        self, port: int, threads: int = 2, slots: int = 4, context: int = 8192, niceness: int = 5
     ) -> None:
         self.port = port
         self.threads = threads
