@@ -17,13 +17,19 @@ from tests.support.runtime_host import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
+def proc_stat(path: str) -> tuple[str, list[str]]:
+    """A `/proc/.../stat` file: the command name, and the fields after it (the state first)."""
+    with open(path) as stat:
+        name, rest = stat.read().split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
+                _, fields = proc_stat(f"/proc/{entry}/stat")
             except OSError:
                 continue
             if int(fields[1]) == pid:
@@ -35,16 +41,14 @@ def thread_niceness(pid: int) -> dict[str, int]:
     """Each thread of `pid`: its name and nice value."""
     found = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-            name, rest = stat.read().split("(", 1)[1].rsplit(")", 1)
-        found[f"{name} {tid}"] = int(rest.split()[16])
+        name, fields = proc_stat(f"/proc/{pid}/task/{tid}/stat")
+        found[f"{name} {tid}"] = int(fields[16])
     return found
 
 
 def alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return proc_stat(f"/proc/{pid}/stat")[1][0] != "Z"
     except OSError:
         return False
 

@@ -45,15 +45,7 @@ class ChatClient:
         self, messages: list[dict[str, str]], max_tokens: int | None = None
     ) -> AsyncIterator[str]:
         """Yield content deltas as they arrive (`max_tokens`: this request's cap, if lower)."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "stream": True,
-            "max_tokens": min(max_tokens or self.max_tokens, self.max_tokens),
-            "temperature": self.temperature,
-        }
-        if self.seed is not None:
-            body["seed"] = self.seed
+        body = self._body(messages, min(max_tokens or self.max_tokens, self.max_tokens), True)
         finished = False
         try:
             async with self._http.stream("POST", "chat/completions", json=body) as response:
@@ -86,21 +78,30 @@ class ChatClient:
         """Have the server read `messages` now and keep them in its prefix cache (llama.cpp's
         slot cache, vLLM's automatic prefix caching), so that the first question that starts
         with them is read from where they end. One token is generated and thrown away."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "stream": False,
-            "max_tokens": 1,
-            "temperature": self.temperature,
-        }
         try:
-            response = await self._http.post("chat/completions", json=body)
+            response = await self._http.post(
+                "chat/completions", json=self._body(messages, 1, stream=False)
+            )
         except httpx.HTTPError as exc:
             raise LLMError(f"LLM server {self.base_url} failed: {exc!r}") from exc
         if response.status_code != 200:
             raise LLMError(
                 f"LLM server {self.base_url} answered {response.status_code}: {response.text[:300]}"
             )
+
+    def _body(
+        self, messages: list[dict[str, str]], max_tokens: int, stream: bool
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": stream,
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+        }
+        if self.seed is not None:
+            body["seed"] = self.seed
+        return body
 
     async def aclose(self) -> None:
         await self._http.aclose()
