@@ -29,6 +29,14 @@ def trim_leading_silence(pcm: np.ndarray, rate: int, keep_ms: int = 10) -> np.nd
     return pcm[start:]
 
 
+def trim_trailing_silence(pcm: np.ndarray, rate: int, keep_ms: int = 40) -> np.ndarray:
+    """Drop the near-silent tail a TTS voice puts after a sentence, keeping `keep_ms`."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > VOICED_PEAK)
+    if loud.size == 0:
+        return pcm[:0]
+    return pcm[: int(loud[-1]) + 1 + rate * keep_ms // 1000]
+
+
 class Resampler:
     """Stateful resampler to mono int16 at `rate` (libswresample through PyAV).
 

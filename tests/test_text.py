@@ -4,13 +4,19 @@ from parley_runtime.agent import heard_text
 from parley_runtime.audio import PlaybackSegment
 from parley_runtime.llm import ChatHistory, estimate_tokens
 from parley_tts import SentenceChunker
-from parley_tts.chunker import speakable
+from parley_tts.chunker import ends_mid_phrase, speakable
 
 
-def chunk(deltas: list[str]) -> list[str]:
-    chunker = SentenceChunker()
+def chunk(deltas: list[str], first_words: int = 0) -> list[str]:
+    chunker = SentenceChunker(first_words=first_words)
     out = [piece for d in deltas for piece in chunker.push(d)]
     return out + chunker.flush()
+
+
+def as_tokens(text: str) -> list[str]:
+    """`text` the way an LLM streams it: each word with the space before it."""
+    words = text.split(" ")
+    return [words[0], *(" " + word for word in words[1:])]
 
 
 class TestChunker:
@@ -36,6 +42,38 @@ class TestChunker:
         pieces = chunk([text])
         assert pieces[0] == "Well, the moon is far away from us,"
         assert " ".join(pieces) == text
+
+    def test_first_clause_does_not_wait_for_a_long_sentence(self) -> None:
+        pieces = chunk(as_tokens("I am not sure what to say, but I can try. Ask me again."))
+        assert pieces == ["I am not sure what to say,", "but I can try.", "Ask me again."]
+
+    def test_first_piece_ends_after_its_words_when_no_punctuation_comes(self) -> None:
+        text = "A baby dog is called a puppy and it sleeps a lot. Puppies love to play."
+        pieces = chunk(as_tokens(text), first_words=5)
+        assert pieces == [
+            "A baby dog is called",
+            "a puppy and it sleeps a lot.",
+            "Puppies love to play.",
+        ]
+        assert [ends_mid_phrase(p) for p in pieces] == [True, False, False]
+
+    def test_punctuation_before_the_words_run_out_ends_the_first_piece(self) -> None:
+        pieces = chunk(as_tokens("The elephant is huge. It has a trunk."), first_words=5)
+        assert pieces == ["The elephant is huge.", "It has a trunk."]
+        pieces = chunk(as_tokens("The elephant, of course. It has a trunk."), first_words=5)
+        assert pieces == ["The elephant,", "of course. It has a trunk."]
+        assert chunk(as_tokens("Well, let me think about it for a while."), first_words=5) == [
+            "Well, let me think about",
+            "it for a while.",
+        ]
+
+    def test_pieces_do_not_depend_on_how_the_stream_was_split(self) -> None:
+        text = "Sure, the moon is about three hundred thousand km away. It is bright tonight."
+        for first_words in (0, 4):
+            whole = chunk([text], first_words)
+            assert chunk(as_tokens(text), first_words) == whole
+            assert chunk(list(text), first_words) == whole
+            assert " ".join(whole) == text
 
     def test_markdown_is_not_read_aloud(self) -> None:
         assert speakable("**Bold** and `code` and [a link](http://x)") == "Bold and code and a link"

@@ -130,6 +130,12 @@ class RuntimeSettings(BaseSettings):
     )
     tts_voice: str = Field("en_US-joe-medium", description="Piper voice name or .onnx path.")
     tts_model: str = "piper"
+    first_piece_words: int = Field(
+        5,
+        ge=0,
+        description="The answer's first piece of speech ends after this many words if no "
+        "sentence or clause has ended by then; 0: whole sentences and clauses only.",
+    )
 
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     endpoint_min_ms: int = Field(400, ge=100)

@@ -413,6 +413,7 @@ class Conversation:
         reply = Reply(
             brief=self._services.backpressure() >= BackpressureLevel.BRIEF,
             brief_max_tokens_factor=self._settings.brief_max_tokens_factor,
+            first_piece_words=self._settings.first_piece_words,
             transcribe=lambda: self._services.asr.transcribe(audio),
             prefix=prefix,
             history=self.history,

@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from parley.pcm import OUTPUT_RATE, Resampler, trim_leading_silence
+from parley.pcm import OUTPUT_RATE, Resampler, trim_leading_silence, trim_trailing_silence
 from parley_runtime.audio import AgentAudioOutput, PlaybackSegment
 from parley_runtime.config import BRIEF_INSTRUCTION
 from parley_runtime.events import error_event, response_event
 from parley_runtime.llm import ChatClient, ChatHistory, LLMError
 from parley_tts import SentenceChunker, TTSError, TTSService
+from parley_tts.chunker import ends_mid_phrase
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,10 @@ class Reply:
         send: Callable[[dict[str, Any]], None],
         brief: bool = False,
         brief_max_tokens_factor: float = 0.7,
+        first_piece_words: int = 0,
     ) -> None:
         self._transcribe = transcribe
+        self._first_piece_words = first_piece_words
         self.brief = brief
         self._brief_factor = brief_max_tokens_factor
         self._prefix = prefix
@@ -173,7 +176,7 @@ class Reply:
         self._do(lambda: self._end_audio(tail, last))
 
     async def _answer(self, resampler: Resampler) -> None:
-        chunker = SentenceChunker()
+        chunker = SentenceChunker(first_words=self._first_piece_words)
         requested = time.monotonic()
         if self.brief:
             messages = self._history.messages(self.user_text, BRIEF_INSTRUCTION)
@@ -194,23 +197,42 @@ class Reply:
         first_of_reply = not self.segments
         if not first_of_reply:
             await self._committed.wait()
+        after_seam = bool(self.segments) and ends_mid_phrase(self.segments[-1].text)
         segment = PlaybackSegment(sentence)
         self.segments.append(segment)
         spoken = self.spoken_text
         self._do(lambda: self._send(response_event(spoken, final=False)))
         started = time.monotonic()
-        async for pcm in self._tts.synthesize(sentence, self._voice):
+        chunks = self._voiced(sentence, first_of_reply or after_seam, ends_mid_phrase(sentence))
+        async for pcm in chunks:
             if first_of_reply:
-                pcm = trim_leading_silence(pcm, self._tts.sample_rate)
-                if pcm.size == 0:
-                    continue
-                if self.tts_first_chunk_ms is None:
-                    self.tts_first_chunk_ms = _ms(started)
-                    self._do(lambda: self._output.mark(self._on_first_audio))
-                    self._set_ready()
+                self.tts_first_chunk_ms = _ms(started)
+                self._do(lambda: self._output.mark(self._on_first_audio))
+                self._set_ready()
                 first_of_reply = False
             audio = resampler.pcm(pcm, self._tts.sample_rate)
             self._do(lambda audio=audio: self._output.push(audio, segment))  # type: ignore[misc]
+
+    async def _voiced(self, text: str, trim_lead: bool, trim_tail: bool) -> AsyncIterator[Any]:
+        """The voice's audio for `text`, without the silence before it (`trim_lead`: the
+        reply's first audio, or a piece that goes on from a phrase cut between two words) or
+        after it (`trim_tail`: such a cut), so the seam sounds like the gap between words."""
+        rate = self._tts.sample_rate
+        held = None
+        async for pcm in self._tts.synthesize(text, self._voice):
+            if trim_lead:
+                pcm = trim_leading_silence(pcm, rate)
+                if pcm.size == 0:
+                    continue
+                trim_lead = False
+            if not trim_tail:
+                yield pcm
+                continue
+            if held is not None:
+                yield held
+            held = pcm
+        if held is not None and (tail := trim_trailing_silence(held, rate)).size:
+            yield tail
 
     # -- effects (held until commit) ------------------------------------------------------
 
