@@ -3,12 +3,14 @@ session's prefill of its system prompt."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
 
 from parley.local_llm import LLM_MODEL_NAME
 from parley_bench.peer import Peer
+from parley_runtime.config import DEFAULT_SYSTEM_PROMPT, RuntimeSettings
 from parley_runtime.llm import ChatClient
 from tests.support.runtime_host import RuntimeHost
 from tests.support.scripted_llm import ScriptedLLMServer
@@ -29,6 +31,38 @@ async def test_a_seed_is_sent_only_when_set(scripted_llm: ScriptedLLMServer) -> 
     assert scripted_llm.script.bodies[-1]["seed"] == 7
     await answer(ChatClient(scripted_llm.url, "m"))
     assert "seed" not in scripted_llm.script.bodies[-1]
+
+
+async def test_a_frequency_penalty_is_sent_unless_zero(scripted_llm: ScriptedLLMServer) -> None:
+    await answer(ChatClient(scripted_llm.url, "m", frequency_penalty=0.5))
+    assert scripted_llm.script.bodies[-1]["frequency_penalty"] == 0.5
+    await answer(ChatClient(scripted_llm.url, "m"))
+    assert "frequency_penalty" not in scripted_llm.script.bodies[-1]
+
+
+async def test_the_default_frequency_penalty_keeps_smollm2_from_repeating_itself(
+    llm_url: str,
+) -> None:
+    """Against llama.cpp, seeded: after an answer that had begun to loop, SmolLM2 without a
+    penalty says the same sentence again and again; with the runtime's default it does not."""
+    conversation = [
+        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        {"role": "user", "content": "What is the name of our planet?"},
+        {"role": "assistant", "content": "The name of my planet is Aurora. I'm a human."},
+        {"role": "user", "content": "What do birds use to fly?"},
+    ]
+
+    async def repeated_sentences(frequency_penalty: float) -> int:
+        client = ChatClient(llm_url, LLM_MODEL_NAME, seed=0, frequency_penalty=frequency_penalty)
+        try:
+            said = "".join([delta async for delta in client.stream(conversation)])
+        finally:
+            await client.aclose()
+        sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", said) if s.strip()]
+        return len(sentences) - len(set(sentences))
+
+    assert await repeated_sentences(0.0) > 0
+    assert await repeated_sentences(RuntimeSettings().llm_frequency_penalty) == 0
 
 
 async def test_the_same_seed_samples_the_same_answer(llm_url: str) -> None:

@@ -115,6 +115,13 @@ class RuntimeSettings(BaseSettings):
         description="Sampling seed sent with every request (OpenAI's `seed`), for answers that "
         "repeat run to run; none: the server's own randomness.",
     )
+    llm_frequency_penalty: float = Field(
+        0.5,
+        ge=-2,
+        le=2,
+        description="OpenAI's `frequency_penalty`, sent with every request unless 0: without "
+        "it SmolLM2 loops (\"I'm a person. I'm a person. ...\") and repeats its earlier answers.",
+    )
     llm_timeout_s: float = 20.0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm_prefill: bool = Field(

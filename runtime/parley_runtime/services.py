@@ -69,6 +69,7 @@ def build_services(
         max_tokens=settings.llm_max_tokens,
         temperature=settings.llm_temperature,
         seed=settings.llm_seed,
+        frequency_penalty=settings.llm_frequency_penalty,
         timeout_s=settings.llm_timeout_s,
     )
     tts: TTSService

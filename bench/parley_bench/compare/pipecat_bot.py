@@ -14,9 +14,10 @@ so the benchmark measures Pipecat as its users get it:
   `OpenAILLMService` on the given OpenAI-compatible server, `PiperTTSService` (Piper in-process)
   on a local voice file.
 
-Only the model files and the LLM's sampling (Parley's `max_tokens` and `temperature`, and the
-bench's seed) are set to match Parley; nothing is tuned. Every service is created per
-connection, as in Pipecat's examples, and run by its own `WorkerRunner`. The models are loaded
+Only the model files and the LLM's sampling (Parley's `max_tokens`, `temperature` and
+`frequency_penalty`, and the bench's seed) are set to match Parley; nothing is tuned. Every
+service is created per connection, as in Pipecat's examples, and run by its own
+`WorkerRunner`. The models are loaded
 and run once at startup, before the port opens (so `GET /healthz` answering means ready), so
 that the first turn does not pay for cold caches. With `--host` a specific address (127.0.0.1
 for the bench), ICE host candidates use only that address: aioice skips loopback otherwise. No
@@ -85,6 +86,7 @@ class BotConfig:
     max_tokens: int
     temperature: float
     seed: int | None
+    frequency_penalty: float
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=60)
     parser.add_argument("--temperature", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=None, help="the LLM's sampling seed")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -168,6 +171,7 @@ def build_worker(connection: SmallWebRTCConnection, config: BotConfig) -> Pipeli
             max_tokens=config.max_tokens,
             temperature=config.temperature,
             seed=config.seed,
+            frequency_penalty=config.frequency_penalty,
         ),
     )
     tts = PiperTTSService(
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         max_tokens=args.max_tokens,
         temperature=args.temperature,
         seed=args.seed,
+        frequency_penalty=args.frequency_penalty,
     )
     for path in (config.whisper_model / "model.bin", config.piper_voice):
         if not path.exists():

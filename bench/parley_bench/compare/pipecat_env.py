@@ -123,5 +123,7 @@ def pipecat_bot_command(
         str(defaults["llm_max_tokens"].default),
         "--temperature",
         str(defaults["llm_temperature"].default),
+        "--frequency-penalty",
+        str(defaults["llm_frequency_penalty"].default),
         *(["--seed", str(seed)] if seed is not None else []),
     ]

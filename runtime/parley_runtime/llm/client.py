@@ -27,6 +27,7 @@ class ChatClient:
         max_tokens: int = 60,
         temperature: float = 0.3,
         seed: int | None = None,
+        frequency_penalty: float = 0.0,
         timeout_s: float = 20.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -34,6 +35,7 @@ class ChatClient:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.seed = seed
+        self.frequency_penalty = frequency_penalty
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/",
@@ -101,6 +103,8 @@ class ChatClient:
         }
         if self.seed is not None:
             body["seed"] = self.seed
+        if self.frequency_penalty:
+            body["frequency_penalty"] = self.frequency_penalty
         return body
 
     async def aclose(self) -> None:
