@@ -45,7 +45,11 @@ class RuntimeSettings(BaseSettings):
     )
 
     jitter_prefetch_frames: int = Field(
-        1, ge=0, le=8, description="20 ms frames held by the inbound jitter buffer (aiortc: 4)."
+        0,
+        ge=0,
+        le=8,
+        description="20 ms frames held by the inbound jitter buffer (aiortc: 4); 0: none, each "
+        "packet is heard as it arrives.",
     )
 
     max_sessions: int = Field(8, ge=1, description="Session cap; beyond it POST answers 503.")
