@@ -101,6 +101,15 @@ async def test_the_first_piece_is_short_and_its_seam_sounds_like_a_gap_between_w
     assert reply.heard_text() == ANSWER
 
 
+async def test_an_answer_that_starts_looping_ends_at_its_first_repeat(
+    llm: ChatClient, piper: PiperTTS, scripted_llm: ScriptedLLMServer
+) -> None:
+    scripted_llm.script.answer = "The milk is called milk. It is called milk. It is called milk."
+    reply, _ = await speak(llm, piper, first_piece_words=5)
+    assert [s.text for s in reply.segments] == ["The milk is called milk.", "It is called milk."]
+    assert reply.heard_text() == "The milk is called milk. It is called milk."
+
+
 async def test_without_first_piece_words_the_first_piece_is_a_whole_sentence(
     llm: ChatClient, piper: PiperTTS
 ) -> None:

@@ -1,6 +1,7 @@
 """Sentence chunking, history budget and barge-in trimming."""
 
 from parley_runtime.agent import heard_text
+from parley_runtime.agent.reply import repeats
 from parley_runtime.audio import PlaybackSegment
 from parley_runtime.llm import ChatHistory, estimate_tokens
 from parley_tts import SentenceChunker
@@ -80,6 +81,17 @@ class TestChunker:
 
     def test_no_empty_pieces(self) -> None:
         assert chunk(["...", " ", "\n\n", "Hi there.  "]) == ["... Hi there."]
+
+
+class TestRepeats:
+    def test_the_same_sentence_whatever_its_case_spacing_and_punctuation(self) -> None:
+        said = ["The milk is called", "it's called  milk!"]
+        assert repeats("It's called milk.", said)
+        assert not repeats("It's called cream.", said)
+        assert not repeats("Milk.", ["It is called milk."])
+
+    def test_punctuation_alone_is_no_sentence(self) -> None:
+        assert not repeats("...", ["..."])
 
 
 class TestHistory:

@@ -3,8 +3,9 @@
 A reply may start speculatively, at the first pause, before the turn is committed. Until
 `commit()` every outward effect (audio, marks, events) is held back, so a speculation that
 is cancelled leaves no trace; after it, effects happen as they are produced. Before the
-commit a speculation goes only as far as the first sentence's audio: the rest would be work
-thrown away whenever the user resumes speaking.
+commit a speculation goes only as far as the first piece's audio (a clause, a sentence or
+its first words: `SentenceChunker`): the rest would be work thrown away whenever the user
+resumes speaking.
 
 A `brief` reply (the pod is under backpressure, level BRIEF or above) asks the LLM for fewer
 tokens and adds a brevity instruction for this turn; the audio itself is never degraded.
@@ -13,10 +14,14 @@ tokens and adds a brevity instruction for this turn; the audio itself is never d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+import numpy as np
 
 from parley.pcm import OUTPUT_RATE, Resampler, trim_leading_silence, trim_trailing_silence
 from parley_runtime.audio import AgentAudioOutput, PlaybackSegment
@@ -43,6 +48,16 @@ def heard_text(segments: list[PlaybackSegment]) -> str:
         heard.extend(words[: int(len(words) * segment.heard_fraction)])
         break
     return " ".join(heard)
+
+
+def repeats(sentence: str, said: list[str]) -> bool:
+    """`sentence` is one of `said`, whatever the case, spacing and punctuation."""
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"[\w']+", text.lower())
+
+    these = words(sentence)
+    return bool(these) and these in [words(earlier) for earlier in said]
 
 
 def _ms(since: float) -> float:
@@ -183,13 +198,27 @@ class Reply:
             max_tokens = max(8, round(self._llm.max_tokens * self._brief_factor))
         else:
             messages, max_tokens = self._history.messages(self.user_text), None
-        async for delta in self._llm.stream(messages, max_tokens):
-            if self.llm_first_token_ms is None:
-                self.llm_first_token_ms = _ms(requested)
-            for sentence in chunker.push(delta):
-                await self._speak(sentence, resampler, requested)
+        async with contextlib.aclosing(self._llm.stream(messages, max_tokens)) as deltas:
+            async for delta in deltas:
+                if self.llm_first_token_ms is None:
+                    self.llm_first_token_ms = _ms(requested)
+                for sentence in chunker.push(delta):
+                    if not await self._speak_unless_repeated(sentence, resampler, requested):
+                        return
         for sentence in chunker.flush():
-            await self._speak(sentence, resampler, requested)
+            await self._speak_unless_repeated(sentence, resampler, requested)
+
+    async def _speak_unless_repeated(
+        self, sentence: str, resampler: Resampler, requested: float
+    ) -> bool:
+        """Speak `sentence`, unless the answer has said it already: a small model that starts
+        looping ("It's called milk. It's called milk. ...") goes on until max_tokens, so the
+        answer ends there and the LLM request is closed. False when it ended."""
+        if repeats(sentence, [segment.text for segment in self.segments]):
+            log.info("answer stopped: the LLM said %r again", sentence)
+            return False
+        await self._speak(sentence, resampler, requested)
+        return True
 
     async def _speak(self, sentence: str, resampler: Resampler, requested: float) -> None:
         if self.llm_first_sentence_ms is None:
@@ -213,7 +242,9 @@ class Reply:
             audio = resampler.pcm(pcm, self._tts.sample_rate)
             self._do(lambda audio=audio: self._output.push(audio, segment))  # type: ignore[misc]
 
-    async def _voiced(self, text: str, trim_lead: bool, trim_tail: bool) -> AsyncIterator[Any]:
+    async def _voiced(
+        self, text: str, trim_lead: bool, trim_tail: bool
+    ) -> AsyncIterator[np.ndarray]:
         """The voice's audio for `text`, without the silence before it (`trim_lead`: the
         reply's first audio, or a piece that goes on from a phrase cut between two words) or
         after it (`trim_tail`: such a cut), so the seam sounds like the gap between words."""
