@@ -7,7 +7,7 @@ like vLLM learns to stop generating.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -45,7 +45,7 @@ class ChatClient:
 
     async def stream(
         self, messages: list[dict[str, str]], max_tokens: int | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield content deltas as they arrive (`max_tokens`: this request's cap, if lower)."""
         body = self._body(messages, min(max_tokens or self.max_tokens, self.max_tokens), True)
         finished = False
