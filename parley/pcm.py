@@ -20,9 +20,14 @@ def is_voiced(pcm: np.ndarray) -> bool:
     return bool(pcm.size) and int(np.max(np.abs(pcm.astype(np.int32)))) > VOICED_PEAK
 
 
+def _audible(pcm: np.ndarray) -> np.ndarray:
+    """The indices of the samples above `VOICED_PEAK`."""
+    return np.flatnonzero(np.abs(pcm.astype(np.int32)) > VOICED_PEAK)
+
+
 def trim_leading_silence(pcm: np.ndarray, rate: int, keep_ms: int = 10) -> np.ndarray:
     """Drop the near-silent lead-in a TTS voice puts before a sentence (it is pure latency)."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > VOICED_PEAK)
+    loud = _audible(pcm)
     if loud.size == 0:
         return pcm[:0]
     start = max(0, int(loud[0]) - rate * keep_ms // 1000)
@@ -31,7 +36,7 @@ def trim_leading_silence(pcm: np.ndarray, rate: int, keep_ms: int = 10) -> np.nd
 
 def trim_trailing_silence(pcm: np.ndarray, rate: int, keep_ms: int = 40) -> np.ndarray:
     """Drop the near-silent tail a TTS voice puts after a sentence, keeping `keep_ms`."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > VOICED_PEAK)
+    loud = _audible(pcm)
     if loud.size == 0:
         return pcm[:0]
     return pcm[: int(loud[-1]) + 1 + rate * keep_ms // 1000]

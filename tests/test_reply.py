@@ -72,6 +72,10 @@ async def speak(
     return reply, voiced
 
 
+def pieces(reply: Reply) -> list[str]:
+    return [segment.text for segment in reply.segments]
+
+
 def silent_frames_between(reply: Reply, voiced: list[bool], first: int) -> int:
     """Silent frames from the last voiced frame of segment `first` to the first voiced frame
     of the next one."""
@@ -87,7 +91,7 @@ async def test_the_first_piece_is_short_and_its_seam_sounds_like_a_gap_between_w
     llm: ChatClient, piper: PiperTTS
 ) -> None:
     reply, voiced = await speak(llm, piper, first_piece_words=5)
-    assert [s.text for s in reply.segments] == [
+    assert pieces(reply) == [
         "A baby dog is called",
         "a puppy and it loves to play.",
         "Puppies sleep most of the day.",
@@ -106,7 +110,7 @@ async def test_an_answer_that_starts_looping_ends_at_its_first_repeat(
 ) -> None:
     scripted_llm.script.answer = "The milk is called milk. It is called milk. It is called milk."
     reply, _ = await speak(llm, piper, first_piece_words=5)
-    assert [s.text for s in reply.segments] == ["The milk is called milk.", "It is called milk."]
+    assert pieces(reply) == ["The milk is called milk.", "It is called milk."]
     assert reply.heard_text() == "The milk is called milk. It is called milk."
 
 
@@ -114,7 +118,7 @@ async def test_without_first_piece_words_the_first_piece_is_a_whole_sentence(
     llm: ChatClient, piper: PiperTTS
 ) -> None:
     reply, _ = await speak(llm, piper, first_piece_words=0)
-    assert [s.text for s in reply.segments] == [
+    assert pieces(reply) == [
         "A baby dog is called a puppy and it loves to play.",
         "Puppies sleep most of the day.",
     ]

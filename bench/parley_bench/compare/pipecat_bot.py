@@ -17,11 +17,10 @@ so the benchmark measures Pipecat as its users get it:
 Only the model files and the LLM's sampling (Parley's `max_tokens`, `temperature` and
 `frequency_penalty`, and the bench's seed) are set to match Parley; nothing is tuned. Every
 service is created per connection, as in Pipecat's examples, and run by its own
-`WorkerRunner`. The models are loaded
-and run once at startup, before the port opens (so `GET /healthz` answering means ready), so
-that the first turn does not pay for cold caches. With `--host` a specific address (127.0.0.1
-for the bench), ICE host candidates use only that address: aioice skips loopback otherwise. No
-STUN server is set.
+`WorkerRunner`. The models are loaded and run once at startup, before the port opens (so
+`GET /healthz` answering means ready), so that the first turn does not pay for cold caches.
+With `--host` a specific address (127.0.0.1 for the bench), ICE host candidates use only that
+address: aioice skips loopback otherwise. No STUN server is set.
 
     python pipecat_bot.py --port 8093 --llm-url http://127.0.0.1:8091/v1 \\
         --llm-model SmolLM2-135M-Instruct --whisper-model DIR --piper-voice VOICE.onnx
