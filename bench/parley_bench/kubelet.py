@@ -154,6 +154,9 @@ class Kubelet:
         self._processes: dict[str, PodBackend] = {}
         self._next_index = first_index
         self._lock = threading.Lock()
+        #: Held from a runtime's readiness probe to its result, so that a partition never
+        #: lands between the two (a probe of the stopping runtime would mark it not Ready).
+        self._probing = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
         self._volumes = Path(tempfile.mkdtemp(prefix="parley-kubelet-"))
@@ -183,8 +186,10 @@ class Kubelet:
             return f"http://{self._processes[pod].address}:{RUNTIME_PORT}"
 
     def partition(self, pod: str) -> None:
+        """Stop the pod's runtime and keep the pod Ready as it was: its SCOS goes unreachable."""
         with self._lock:
             runtime = self._processes[pod]
+        with self._probing:
             runtime.partitioned = True
         runtime.stop()
 
@@ -256,8 +261,9 @@ class Kubelet:
 
     def _report(self, pod: Any, runtime: PodBackend) -> None:
         """Write the pod's address, and Ready as the runtime says, when they differ."""
-        if not runtime.partitioned:
-            runtime.ready = runtime.probe()
+        with self._probing:
+            if not runtime.partitioned:
+                runtime.ready = runtime.probe()
         conditions = {c.type: c.status for c in pod.status.conditions or []}
         ready = "True" if runtime.ready else "False"
         if pod.status.pod_ip == runtime.address and conditions.get("Ready") == ready:
