@@ -14,7 +14,7 @@ from types import FrameType
 from parley.local_llm import LLM_MODEL_NAME, LLMServer, say
 
 
-def demo_settings(host: str, port: int, llm_url: str) -> dict[str, object]:
+def demo_settings(host: str, port: int, llm_url: str, llm_slots: int) -> dict[str, object]:
     """The runtime's settings in the demo. Its page is served to this machine's browser only:
     Host names other than the loopback ones (and `host`) are refused, so a web page whose name
     is re-pointed at 127.0.0.1 (DNS rebinding) cannot drive it; `PARLEY_ALLOWED_HOSTS` in the
@@ -26,6 +26,7 @@ def demo_settings(host: str, port: int, llm_url: str) -> dict[str, object]:
         "port": port,
         "llm_url": llm_url,
         "llm_model": LLM_MODEL_NAME,
+        "llm_slots": llm_slots,
         "ice_host_addresses": ["127.0.0.1"] if host in ("127.0.0.1", "localhost") else [],
     }
     if "PARLEY_ALLOWED_HOSTS" not in os.environ:
@@ -48,7 +49,7 @@ def run_demo(host: str = "127.0.0.1", port: int | None = None, llm_port: int = 8
         llm.start()
         say("loading speech models (faster-whisper tiny.en, Silero VAD, Piper en_US-joe-medium)")
         return serve_runtime(
-            demo_settings(host, port, llm.url),
+            demo_settings(host, port, llm.url, llm.slots),
             on_ready=lambda: say(f"ready. Ctrl-C stops everything.\nopen http://{host}:{port}"),
             drain_on_sigterm=False,
         )

@@ -57,7 +57,11 @@ class LLMServer:
     """llama-server as a child process in its own process group, on 127.0.0.1:`port`.
 
     `slots` conversations decode together; the context is shared by all of them
-    (`--kv-unified`), so one long conversation may use what the others do not.
+    (`--kv-unified`), so one long conversation may use what the others do not. Each idle slot
+    keeps its conversation (`--no-cache-idle-slots`): by default llama-server moves the idle
+    slots to its RAM prompt cache whenever a request starts, and a request that names its slot
+    (`id_slot`, which the runtime sends: `SlotPool`) is not restored from there, so every
+    conversation was read again on its next turn (docs/benchmarks.md, run 22).
 
     It runs at `niceness` (5): on the cores it shares with the runtime, decoding is bulk work
     that is usually ahead of playback, while the runtime's ASR and TTS bursts are what a user
@@ -104,6 +108,7 @@ class LLMServer:
             "--parallel",
             str(self.slots),
             "--kv-unified",
+            "--no-cache-idle-slots",
             "--no-webui",
         ]
 

@@ -364,7 +364,7 @@ async def test_a_foreign_host_name_is_400_on_a_local_server(
     for name in ("localhost", "127.0.0.1", "[::1]"):
         assert (await http.get("/healthz", headers={"Host": f"{name}:80"})).status_code == 200
     # The demo's settings say the same, whatever address it listens on.
-    demo = RuntimeSettings(**demo_settings("0.0.0.0", 8080, "http://127.0.0.1:8081/v1"))
+    demo = RuntimeSettings(**demo_settings("0.0.0.0", 8080, "http://127.0.0.1:8081/v1", 4))
     assert allowed_hosts(demo) == ["127.0.0.1", "localhost", "[::1]"]
     # A server listening on every interface (a pod) answers any name: a Service, a pod IP.
     assert allowed_hosts(RuntimeSettings(host="0.0.0.0")) == []

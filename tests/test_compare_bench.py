@@ -246,7 +246,7 @@ def test_the_table_shows_both_stacks_the_ratio_a_failed_stack_and_parleys_stages
 
 def test_an_unknown_stack_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown stack"):
-        stack_server("livekit", "http://127.0.0.1:1/v1", 0, print)
+        stack_server("livekit", "http://127.0.0.1:1/v1", 0, 0, print)
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:

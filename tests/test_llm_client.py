@@ -1,17 +1,20 @@
-"""The runtime's OpenAI-compatible chat client: what it asks the server for, and the
-session's prefill of its system prompt."""
+"""The runtime's OpenAI-compatible chat client: what it asks the server for, the session's
+prefill of its system prompt, and the llama-server slot each session keeps."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
+from typing import Any
 
 import httpx
+import pytest
 
 from parley.local_llm import LLM_MODEL_NAME
 from parley_bench.peer import Peer
 from parley_runtime.config import DEFAULT_SYSTEM_PROMPT, RuntimeSettings
-from parley_runtime.llm import ChatClient
+from parley_runtime.llm import ChatClient, SlotPool
 from tests.support.runtime_host import RuntimeHost
 from tests.support.scripted_llm import ScriptedLLMServer
 from tests.support.talk import turn
@@ -24,6 +27,15 @@ async def answer(client: ChatClient) -> str:
         return "".join([delta async for delta in client.stream(QUESTION)])
     finally:
         await client.aclose()
+
+
+async def prefills(llm: ScriptedLLMServer, before: int, count: int) -> list[dict[str, Any]]:
+    """The `count` prefills after the first `before`, once they have come."""
+    for _ in range(100):
+        if len(llm.script.prefills) >= before + count:
+            return llm.script.prefills[before:]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{len(llm.script.prefills) - before} of {count} prefills came")
 
 
 async def test_a_seed_is_sent_only_when_set(scripted_llm: ScriptedLLMServer) -> None:
@@ -121,3 +133,90 @@ async def test_a_session_prefills_its_system_prompt_when_it_starts(
         (body,) = prefills
         assert body["messages"] == [{"role": "system", "content": system_prompt}]
         assert body["max_tokens"] == 1
+
+
+def test_a_slot_pool_lends_its_lowest_free_slot_and_none_once_all_are_out() -> None:
+    pool = SlotPool(2)
+    assert [pool.take(), pool.take(), pool.take()] == [0, 1, None]
+    pool.give_back(0)
+    pool.give_back(None)  # a session that had none
+    assert (pool.lent, pool.take()) == (1, 0)
+    pool.give_back(1)
+    with pytest.raises(ValueError, match="slot 1 is not lent out"):
+        pool.give_back(1)
+    with pytest.raises(ValueError, match="slot 5 is not lent out"):
+        pool.give_back(5)
+    assert SlotPool(0).take() is None
+
+
+async def test_a_slot_is_sent_only_when_given(scripted_llm: ScriptedLLMServer) -> None:
+    client = ChatClient(scripted_llm.url, "m")
+    try:
+        assert [d async for d in client.stream(QUESTION, slot=3)]
+        assert scripted_llm.script.bodies[-1]["id_slot"] == 3
+        await client.prefill(QUESTION, slot=2)
+        assert scripted_llm.script.prefills[-1]["id_slot"] == 2
+        assert [d async for d in client.stream(QUESTION)]
+        assert "id_slot" not in scripted_llm.script.bodies[-1]
+    finally:
+        await client.aclose()
+
+
+async def test_a_sessions_slot_keeps_its_conversation_while_another_session_asks(
+    llm_url: str,
+) -> None:
+    """Against llama.cpp as `LLMServer` starts it: a request naming its session's slot reads
+    only what its conversation added since its last request, though another session asked in
+    between. (llama-server's default moves an idle slot to its RAM cache and clears it when a
+    request starts, and a named slot is not restored from there: every turn read it all.)"""
+    client = ChatClient(llm_url, LLM_MODEL_NAME, max_tokens=8)
+    conversations = {
+        slot: [
+            {"role": "system", "content": f"You are assistant {uuid.uuid4().hex}. Be brief."},
+            {"role": "user", "content": question},
+        ]
+        for slot, question in ((2, "Name a river in Europe."), (3, "Name a kind of tree."))
+    }
+    read: dict[int, tuple[int, int]] = {}
+    try:
+        for slot, messages in conversations.items():
+            said = "".join([d async for d in client.stream(messages, slot=slot)])
+            messages += [
+                {"role": "assistant", "content": said},
+                {"role": "user", "content": "And another one?"},
+            ]
+        async with httpx.AsyncClient(base_url=llm_url, timeout=30) as http:
+            for slot, messages in conversations.items():
+                body = {"messages": messages, "max_tokens": 1, "id_slot": slot}
+                answer = (await http.post("/chat/completions", json=body)).json()
+                read[slot] = (answer["timings"]["prompt_n"], answer["usage"]["prompt_tokens"])
+    finally:
+        await client.aclose()
+    for slot, (new, whole) in read.items():
+        assert new < whole / 2, (slot, new, whole)
+
+
+async def test_each_session_keeps_its_own_llm_slot_until_it_ends(
+    runtime_host: RuntimeHost, scripted_llm: ScriptedLLMServer
+) -> None:
+    app = runtime_host.start(llm_url=scripted_llm.url, llm_slots=2)
+    before = len(scripted_llm.script.prefills)
+    peers = [Peer(app.url) for _ in range(3)]
+    try:
+        for peer in peers:
+            await peer.connect()
+        slots = [body.get("id_slot") for body in await prefills(scripted_llm, before, 3)]
+        assert sorted(slots, key=lambda slot: (slot is None, slot)) == [0, 1, None]
+
+        await peers[1].agent.wait_voiced_after(await turn(peers[1]), 10)
+        assert scripted_llm.script.bodies[-1]["id_slot"] == 1
+
+        await peers[0].close()  # its slot is lent again
+        peers[0] = Peer(app.url)
+        await peers[0].connect()
+        (again,) = await prefills(scripted_llm, before + 3, 1)
+        assert again["id_slot"] == 0
+    finally:
+        for peer in peers:
+            await peer.close()
+        runtime_host.stop(app)

@@ -175,8 +175,9 @@ async def test_backpressure_climbs_in_order_with_each_effect_then_recovers(
         asked = await turn(first)
         body = scripted_llm.script.bodies[-1]
         assert isinstance(body["max_tokens"], int) and body["max_tokens"] < normal_max_tokens
-        system = body["messages"][0]  # type: ignore[index]
-        assert BRIEF_INSTRUCTION in system["content"]
+        system, *_, question = body["messages"]  # type: ignore[misc]
+        assert system["content"] == ladder.app.state.settings.system_prompt
+        assert question["content"].endswith(BRIEF_INSTRUCTION)
         assert first.agent.voiced_since(asked)
 
         await join()

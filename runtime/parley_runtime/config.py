@@ -127,6 +127,14 @@ class RuntimeSettings(BaseSettings):
         "it SmolLM2 loops (\"I'm a person. I'm a person. ...\") and repeats its earlier answers.",
     )
     llm_timeout_s: float = 20.0
+    llm_slots: int = Field(
+        0,
+        ge=0,
+        description="llama-server's slots (its --parallel): each session keeps one for its "
+        "conversation (llama.cpp's `id_slot`), so that no other session's request takes it; "
+        "sessions beyond them let the server choose. Only for a llama-server started with "
+        "--no-cache-idle-slots, as `make demo` starts it. 0: the server chooses (vLLM).",
+    )
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm_prefill: bool = Field(
         True,

@@ -19,7 +19,7 @@ from parley.scos import BackpressureLevel
 from parley_runtime.agent import Services
 from parley_runtime.asr import SpeechRecognizer
 from parley_runtime.config import RuntimeSettings
-from parley_runtime.llm import ChatClient
+from parley_runtime.llm import ChatClient, SlotPool
 from parley_runtime.vad import SileroVAD
 from parley_tts import HTTPSpeechClient, PiperTTS, TTSService
 
@@ -79,7 +79,14 @@ def build_services(
         tts = models.piper
     else:
         raise ValueError("no TTS: set tts_url or load Piper")
-    return Services(asr=models.asr, vad=models.vad, tts=tts, llm=llm, backpressure=backpressure)
+    return Services(
+        asr=models.asr,
+        vad=models.vad,
+        tts=tts,
+        llm=llm,
+        llm_slots=SlotPool(settings.llm_slots),
+        backpressure=backpressure,
+    )
 
 
 async def close_clients(services: Services) -> None:

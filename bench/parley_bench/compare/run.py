@@ -108,7 +108,11 @@ async def _play(
 
 
 def _measure(
-    stack: str, llm_url: str | None, scripts: list[list[Turn]], options: CompareOptions
+    stack: str,
+    llm_url: str | None,
+    llm_slots: int,
+    scripts: list[list[Turn]],
+    options: CompareOptions,
 ) -> dict[str, Any]:
     """Start `stack` (unless it is given by URL), play the scripts, stop it."""
     server: ChildServer | None = None
@@ -117,7 +121,7 @@ def _measure(
         progress(f"{stack}: the running runtime at {url}")
     else:
         assert llm_url is not None
-        server = stack_server(stack, llm_url, options.seed, progress)
+        server = stack_server(stack, llm_url, llm_slots, options.seed, progress)
         progress(f"{stack}: starting {server.url} (log {server.log_path})")
         server.start(START_TIMEOUT_S)
         url = server.url
@@ -171,9 +175,10 @@ def compare(options: CompareOptions) -> dict[str, Any]:
         if llm is not None:
             llm.start()
         llm_url = options.llm_url or (llm.url if llm else None)
+        llm_slots = llm.slots if llm else 0  # a server given by URL: its slots are unknown
         for stack in options.stacks:
             try:
-                report["stacks"][stack] = _measure(stack, llm_url, scripts, options)
+                report["stacks"][stack] = _measure(stack, llm_url, llm_slots, scripts, options)
             except RuntimeError as exc:  # could not start (or install) the stack
                 progress(f"{stack}: did not run: {exc}")
                 report["stacks"][stack] = {"error": str(exc).splitlines()[0]}

@@ -29,12 +29,14 @@ START_TIMEOUT_S = 300.0
 
 
 def stack_server(
-    name: str, llm_url: str, llm_seed: int, progress: Callable[[str], None]
+    name: str, llm_url: str, llm_slots: int, llm_seed: int, progress: Callable[[str], None]
 ) -> ChildServer:
     """The server process of stack `name` (not started yet). For Pipecat this first makes
-    sure its virtual environment exists (a pip install the first time: minutes)."""
+    sure its virtual environment exists (a pip install the first time: minutes). `llm_slots`:
+    the LLM server's slots, when the bench started it (Parley keeps one per session)."""
     if name == "parley":
-        return RuntimeProcess(llm_url, {"PARLEY_LLM_SEED": str(llm_seed)}, "compare-parley.log")
+        env = {"PARLEY_LLM_SEED": str(llm_seed), "PARLEY_LLM_SLOTS": str(llm_slots)}
+        return RuntimeProcess(llm_url, env, "compare-parley.log")
     if name == "pipecat":
         ensure_pipecat_python(progress)
         port = free_port()

@@ -29,7 +29,7 @@ from parley_runtime.asr import SpeechRecognizer
 from parley_runtime.audio import AgentAudioOutput
 from parley_runtime.config import RuntimeSettings
 from parley_runtime.events import EventChannel, error_event, state_event, transcript_event
-from parley_runtime.llm import ChatClient, ChatHistory, LLMError
+from parley_runtime.llm import ChatClient, ChatHistory, LLMError, SlotPool
 from parley_runtime.telemetry import ConversationObserver, TurnMetrics, TurnOutcome
 from parley_runtime.turns import (
     AdaptiveSilence,
@@ -82,6 +82,8 @@ class Services:
     vad: SileroVAD
     tts: TTSService
     llm: ChatClient
+    #: The LLM server's slots, one kept by each session (none: the server chooses).
+    llm_slots: SlotPool = field(default_factory=lambda: SlotPool(0))
     #: The pod's backpressure level, read when a reply starts.
     backpressure: Callable[[], BackpressureLevel] = field(default=lambda: BackpressureLevel.NORMAL)
 
@@ -155,11 +157,14 @@ class Conversation:
         self._prefill: asyncio.Task[None] | None = None
         self._barge_in_ms: float | None = None
         self.turns = 0
+        #: This session's slot of the LLM server while it runs (`SlotPool`).
+        self.llm_slot: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._set_state(ConversationState.LISTENING)
+        self.llm_slot = self._services.llm_slots.take()
         if self._settings.llm_prefill:
             self._prefill = asyncio.create_task(self._prefill_llm(), name="prefill")
 
@@ -168,7 +173,7 @@ class Conversation:
         now takes it off the first turn's latency (the embedded LLM's first token, 240–370 ms
         without, 90 ms with, on 2 cores)."""
         try:
-            await self._services.llm.prefill(self.history.messages("")[:1])
+            await self._services.llm.prefill(self.history.messages("")[:1], self.llm_slot)
         except LLMError as exc:
             log.info("the LLM server could not read the system prompt ahead: %s", exc)
 
@@ -196,6 +201,9 @@ class Conversation:
         for result in results:
             if isinstance(result, Exception):
                 log.error("a conversation task failed before it was closed", exc_info=result)
+        # Only now: no request of this session is left to run in the slot.
+        slot, self.llm_slot = self.llm_slot, None
+        self._services.llm_slots.give_back(slot)
 
     # -- audio in -------------------------------------------------------------------------
 
@@ -418,6 +426,7 @@ class Conversation:
             prefix=prefix,
             history=self.history,
             llm=self._services.llm,
+            llm_slot=self.llm_slot,
             tts=self._services.tts,
             voice=self._voice,
             output=self._output,

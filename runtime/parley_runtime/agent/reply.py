@@ -79,6 +79,7 @@ class Reply:
         brief: bool = False,
         brief_max_tokens_factor: float = 0.7,
         first_piece_words: int = 0,
+        llm_slot: int | None = None,
     ) -> None:
         self._transcribe = transcribe
         self._first_piece_words = first_piece_words
@@ -87,6 +88,7 @@ class Reply:
         self._prefix = prefix
         self._history = history
         self._llm = llm
+        self._llm_slot = llm_slot
         self._tts = tts
         self._voice = voice
         self._output = output
@@ -198,7 +200,9 @@ class Reply:
             max_tokens = max(8, round(self._llm.max_tokens * self._brief_factor))
         else:
             messages, max_tokens = self._history.messages(self.user_text), None
-        async with contextlib.aclosing(self._llm.stream(messages, max_tokens)) as deltas:
+        async with contextlib.aclosing(
+            self._llm.stream(messages, max_tokens, self._llm_slot)
+        ) as deltas:
             async for delta in deltas:
                 if self.llm_first_token_ms is None:
                     self.llm_first_token_ms = _ms(requested)

@@ -44,10 +44,15 @@ class ChatClient:
         )
 
     async def stream(
-        self, messages: list[dict[str, str]], max_tokens: int | None = None
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int | None = None,
+        slot: int | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Yield content deltas as they arrive (`max_tokens`: this request's cap, if lower)."""
-        body = self._body(messages, min(max_tokens or self.max_tokens, self.max_tokens), True)
+        """Yield content deltas as they arrive (`max_tokens`: this request's cap, if lower;
+        `slot`: the llama-server slot to run in, see `SlotPool`)."""
+        cap = min(max_tokens or self.max_tokens, self.max_tokens)
+        body = self._body(messages, cap, stream=True, slot=slot)
         finished = False
         try:
             async with self._http.stream("POST", "chat/completions", json=body) as response:
@@ -76,13 +81,13 @@ class ChatClient:
         if not finished:
             raise LLMError(f"LLM server {self.base_url} ended the stream before finishing")
 
-    async def prefill(self, messages: list[dict[str, str]]) -> None:
+    async def prefill(self, messages: list[dict[str, str]], slot: int | None = None) -> None:
         """Have the server read `messages` now and keep them in its prefix cache (llama.cpp's
         slot cache, vLLM's automatic prefix caching), so that the first question that starts
         with them is read from where they end. One token is generated and thrown away."""
         try:
             response = await self._http.post(
-                "chat/completions", json=self._body(messages, 1, stream=False)
+                "chat/completions", json=self._body(messages, 1, stream=False, slot=slot)
             )
         except httpx.HTTPError as exc:
             raise LLMError(f"LLM server {self.base_url} failed: {exc!r}") from exc
@@ -92,7 +97,7 @@ class ChatClient:
             )
 
     def _body(
-        self, messages: list[dict[str, str]], max_tokens: int, stream: bool
+        self, messages: list[dict[str, str]], max_tokens: int, stream: bool, slot: int | None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -105,6 +110,8 @@ class ChatClient:
             body["seed"] = self.seed
         if self.frequency_penalty:
             body["frequency_penalty"] = self.frequency_penalty
+        if slot is not None:
+            body["id_slot"] = slot  # llama.cpp's extension
         return body
 
     async def aclose(self) -> None:

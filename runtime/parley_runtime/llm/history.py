@@ -25,10 +25,14 @@ class ChatHistory:
     turns: list[tuple[str, str]] = field(default_factory=list)
 
     def messages(self, user_text: str, instruction: str = "") -> list[dict[str, str]]:
-        """The request for a new user turn: system prompt (plus `instruction`, for this turn
-        only), as much history as fits, the turn."""
-        system = f"{self.system_prompt} {instruction}".strip()
-        fixed = estimate_tokens(system) + estimate_tokens(user_text)
+        """The request for a new user turn: system prompt, as much history as fits, the turn
+        (plus `instruction`, for this turn only). The instruction follows the user's words:
+        in the system prompt it would change the start of the request, and the LLM server
+        would read the whole conversation again, on every turn the backpressure level
+        changes (up to two seconds a turn with four sessions on 2 cores: benchmarks.md,
+        run 23)."""
+        turn = f"{user_text}\n\n{instruction}" if instruction else user_text
+        fixed = estimate_tokens(self.system_prompt) + estimate_tokens(turn)
         kept: list[tuple[str, str]] = []
         used = fixed
         for user, assistant in reversed(self.turns):
@@ -37,11 +41,11 @@ class ChatHistory:
                 break
             kept.insert(0, (user, assistant))
             used += cost
-        messages = [{"role": "system", "content": system}]
+        messages = [{"role": "system", "content": self.system_prompt}]
         for user, assistant in kept:
             messages.append({"role": "user", "content": user})
             messages.append({"role": "assistant", "content": assistant})
-        messages.append({"role": "user", "content": user_text})
+        messages.append({"role": "user", "content": turn})
         return messages
 
     def add_turn(self, user_text: str, heard_text: str) -> None:
