@@ -179,6 +179,11 @@ async def test_backpressure_climbs_in_order_with_each_effect_then_recovers(
         assert system["content"] == ladder.app.state.settings.system_prompt
         assert question["content"].endswith(BRIEF_INSTRUCTION)
         assert first.agent.voiced_since(asked)
+        # The next request starts as this one did, so the LLM server reads only what is new.
+        await first.agent.wait_quiet(0.3, 20)
+        await turn(first)
+        asked_then = body["messages"]
+        assert scripted_llm.script.bodies[-1]["messages"][: len(asked_then)] == asked_then  # type: ignore[index]
 
         await join()
         await wait_level(ladder.url, BackpressureLevel.ADMISSION_LIMITED)

@@ -106,14 +106,6 @@ class TestHistory:
         assert "answer 49" in messages[-2]["content"]
         assert sum(estimate_tokens(m["content"]) for m in messages) <= 400
 
-    def test_an_instruction_leaves_the_conversation_before_the_turn_as_it_was(self) -> None:
-        """The LLM server reads a request from where it stops matching the cached one."""
-        history = ChatHistory("be brief")
-        history.add_turn("hello", "hi there")
-        plain, instructed = history.messages("why?"), history.messages("why?", "Be short.")
-        assert instructed[:-1] == plain[:-1]
-        assert instructed[-1] == {"role": "user", "content": "why?\n\nBe short."}
-
     def test_defaults_match_the_design(self) -> None:
         history = ChatHistory("s")
         assert (history.budget_tokens, history.rollover_tokens) == (8192, 7500)

@@ -392,7 +392,7 @@ class Conversation:
             reply.cancel()
             heard = reply.heard_text()
             if heard:
-                self.history.add_turn(reply.user_text, heard)
+                self.history.add_turn(reply.asked, heard)
             else:
                 self._carry_over = reply.user_text[-_CARRY_OVER_MAX_CHARS:]
             if reply.committed:
@@ -472,7 +472,7 @@ class Conversation:
         elif reply.spoken_text:
             self._notify("on_turn_end", TurnOutcome.COMPLETED, steady)
         if user_text and reply.spoken_text:
-            self.history.add_turn(user_text, reply.spoken_text)
+            self.history.add_turn(reply.asked, reply.spoken_text)
             if self._committed_early and self.early_silence is not None:
                 self.early_silence.safe()
             elif reply.ttfa_ms is not None and reply.ttfa_ms <= _READY_AT_COMMIT_MS:

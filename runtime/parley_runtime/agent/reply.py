@@ -106,6 +106,13 @@ class Reply:
         self.speculative = False
         self.committed_at: float | None = None
         self.user_text = ""
+        #: The user's turn as the LLM was asked it: `user_text`, plus the brevity instruction
+        #: under backpressure. The history keeps it so, because the LLM server reads each
+        #: request from where it stops matching what it has cached: in the system prompt,
+        #: the instruction made every level change read the whole conversation again (up to
+        #: two seconds a turn with four sessions on 2 cores, benchmarks.md run 23); dropped
+        #: from the history, it made the next turn read the last one again.
+        self.asked = ""
         self.segments: list[PlaybackSegment] = []
         self.error: tuple[str, str] | None = None
         self.asr_ms: float | None = None
@@ -177,6 +184,7 @@ class Reply:
         text = await self._transcribe()
         self.asr_ms = _ms(started)
         self.user_text = " ".join(part for part in (self._prefix, text) if part).strip()
+        self.asked = f"{self.user_text}\n\n{BRIEF_INSTRUCTION}" if self.brief else self.user_text
         self.transcript.set_result(self.user_text)
         if not text:
             self._do(self._finish_without_audio)
@@ -195,11 +203,10 @@ class Reply:
     async def _answer(self, resampler: Resampler) -> None:
         chunker = SentenceChunker(first_words=self._first_piece_words)
         requested = time.monotonic()
-        if self.brief:
-            messages = self._history.messages(self.user_text, BRIEF_INSTRUCTION)
-            max_tokens = max(8, round(self._llm.max_tokens * self._brief_factor))
-        else:
-            messages, max_tokens = self._history.messages(self.user_text), None
+        messages = self._history.messages(self.asked)
+        max_tokens = (
+            max(8, round(self._llm.max_tokens * self._brief_factor)) if self.brief else None
+        )
         async with contextlib.aclosing(
             self._llm.stream(messages, max_tokens, self._llm_slot)
         ) as deltas:

@@ -24,15 +24,9 @@ class ChatHistory:
     rollover_tokens: int = 7500
     turns: list[tuple[str, str]] = field(default_factory=list)
 
-    def messages(self, user_text: str, instruction: str = "") -> list[dict[str, str]]:
-        """The request for a new user turn: system prompt, as much history as fits, the turn
-        (plus `instruction`, for this turn only). The instruction follows the user's words:
-        in the system prompt it would change the start of the request, and the LLM server
-        would read the whole conversation again, on every turn the backpressure level
-        changes (up to two seconds a turn with four sessions on 2 cores: benchmarks.md,
-        run 23)."""
-        turn = f"{user_text}\n\n{instruction}" if instruction else user_text
-        fixed = estimate_tokens(self.system_prompt) + estimate_tokens(turn)
+    def messages(self, user_text: str) -> list[dict[str, str]]:
+        """The request for a new user turn: system prompt, as much history as fits, the turn."""
+        fixed = estimate_tokens(self.system_prompt) + estimate_tokens(user_text)
         kept: list[tuple[str, str]] = []
         used = fixed
         for user, assistant in reversed(self.turns):
@@ -45,7 +39,7 @@ class ChatHistory:
         for user, assistant in kept:
             messages.append({"role": "user", "content": user})
             messages.append({"role": "assistant", "content": assistant})
-        messages.append({"role": "user", "content": turn})
+        messages.append({"role": "user", "content": user_text})
         return messages
 
     def add_turn(self, user_text: str, heard_text: str) -> None:
