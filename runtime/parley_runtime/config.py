@@ -24,7 +24,11 @@ _BY_DEVICE: dict[str, dict[str, float]] = {
     "cuda": {"ttfa_slo_ms": 250, "turn_deadline_ms": 500},
     "cpu": {"ttfa_slo_ms": 500, "turn_deadline_ms": 3000},
 }
-BRIEF_INSTRUCTION = "The service is busy: answer in one short sentence."
+#: Backpressure level 2 puts this after the user's words. Over twelve questions to SmolLM2 it
+#: made answers 25 tokens long on average against 37 without; in the system prompt it changed
+#: nothing (38), and worded "The service is busy: answer ..." after the question it drew
+#: answers about the service ("This service is a great example of ...").
+BRIEF_INSTRUCTION = "Answer in one short sentence."
 
 
 class RuntimeSettings(BaseSettings):

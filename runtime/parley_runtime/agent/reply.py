@@ -111,7 +111,7 @@ class Reply:
         #: request from where it stops matching what it has cached: in the system prompt,
         #: the instruction made every level change read the whole conversation again (up to
         #: two seconds a turn with four sessions on 2 cores, benchmarks.md run 23); dropped
-        #: from the history, it made the next turn read the last one again.
+        #: from the history, it would make the next turn read the last one again.
         self.asked = ""
         self.segments: list[PlaybackSegment] = []
         self.error: tuple[str, str] | None = None
