@@ -69,7 +69,10 @@ class GatedLLM:
             self.gate.set()
 
     async def stream(
-        self, messages: list[dict[str, str]], max_tokens: int | None = None
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int | None = None,
+        slot: int | None = None,
     ) -> AsyncIterator[str]:
         await self.gate.wait()
         for delta in ("It will", " be sunny", " all day long."):
@@ -97,7 +100,10 @@ async def conversation_with(asr: ScriptedASR, llm: GatedLLM) -> AsyncIterator[Co
         llm=cast(ChatClient, llm),
     )
     settings = RuntimeSettings(
-        early_endpoint_ms=EARLY_MS, endpoint_initial_ms=ENDPOINT_MS, speculate_after_ms=160
+        early_endpoint_ms=EARLY_MS,
+        endpoint_initial_ms=ENDPOINT_MS,
+        speculate_after_ms=160,
+        llm_prefill=False,
     )
     conversation = Conversation(services, settings, AgentAudioOutput(), EventChannel())
     conversation.start()
