@@ -8,8 +8,7 @@ import numpy as np
 
 INPUT_RATE = 16_000
 OUTPUT_RATE = 48_000
-OUTPUT_FRAME_MS = 20
-OUTPUT_FRAME_SAMPLES = OUTPUT_RATE * OUTPUT_FRAME_MS // 1000
+OUTPUT_FRAME_SAMPLES = OUTPUT_RATE // 50  # 20 ms
 #: The TTS server streams PCM at OpenAI's `pcm` rate whatever the backend (Piper: 22.05 kHz).
 SPEECH_RATE = 24_000
 

@@ -1,7 +1,4 @@
-"""The agent's outbound track: pacing without drift, pause / resume / clear, and how much
-audio is queued."""
-
-import asyncio
+"""The agent's outbound track: pacing without drift, and pause / resume / clear."""
 
 import numpy as np
 import pytest
@@ -105,25 +102,3 @@ async def test_partial_frames_are_padded_on_flush(track: AgentAudioOutput) -> No
     await track.recv()
     last = (await track.recv()).to_ndarray().reshape(-1)
     assert list(last[:10]) == [7] * 10 and not last[10:].any()
-
-
-async def test_a_waiter_returns_once_the_queue_is_short_enough_or_cleared(
-    track: AgentAudioOutput,
-) -> None:
-    track.push(tone(50))
-    track.mark(lambda: None)  # marks are not audio
-    assert track.queued_ms == 1000
-    waiter = asyncio.create_task(track.wait_queued_at_most(500))
-    for _ in range(24):
-        await track.recv()
-        await asyncio.sleep(0)
-    assert not waiter.done() and track.queued_ms == 520
-    await track.recv()
-    await asyncio.wait_for(waiter, 1)
-
-    waiter = asyncio.create_task(track.wait_queued_at_most(0))
-    await asyncio.sleep(0)
-    assert not waiter.done()
-    track.clear()
-    await asyncio.wait_for(waiter, 1)
-    assert track.queued_ms == 0

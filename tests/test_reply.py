@@ -1,11 +1,9 @@
 """A reply's speech, from the LLM's tokens (scripted, over a real socket) through real Piper to
-the output track: a short first piece, a seam inside a phrase that sounds like the gap
-between two words rather than between two sentences, and later pieces voiced as playback
-needs them."""
+the output track: a short first piece, and a seam inside a phrase that sounds like the gap
+between two words rather than between two sentences."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -38,22 +36,22 @@ async def llm(scripted_llm: ScriptedLLMServer) -> AsyncIterator[ChatClient]:
     scripted_llm.script.answer = type(scripted_llm.script)().answer
 
 
-def fake_clock_output() -> AgentAudioOutput:
-    """An output track whose frames leave as fast as they are asked for."""
+async def speak(
+    llm: ChatClient, piper: PiperTTS, first_piece_words: int
+) -> tuple[Reply, list[bool]]:
+    """Run one committed reply; return it and, frame by frame, whether what it played was
+    voiced."""
     now = [0.0]
 
     async def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    return AgentAudioOutput(clock=lambda: now[0], sleep=sleep)
-
-
-def reply_to(llm: ChatClient, piper: PiperTTS, output: AgentAudioOutput, **options: Any) -> Reply:
     async def transcribe() -> str:
         return "What is a baby dog called?"
 
+    output = AgentAudioOutput(clock=lambda: now[0], sleep=sleep)
     events: list[dict[str, Any]] = []
-    return Reply(
+    reply = Reply(
         transcribe=transcribe,
         prefix="",
         history=ChatHistory("be brief"),
@@ -62,17 +60,8 @@ def reply_to(llm: ChatClient, piper: PiperTTS, output: AgentAudioOutput, **optio
         voice=None,
         output=output,
         send=events.append,
-        **options,
+        first_piece_words=first_piece_words,
     )
-
-
-async def speak(
-    llm: ChatClient, piper: PiperTTS, first_piece_words: int
-) -> tuple[Reply, list[bool]]:
-    """Run one committed reply; return it and, frame by frame, whether what it played was
-    voiced."""
-    output = fake_clock_output()
-    reply = reply_to(llm, piper, output, first_piece_words=first_piece_words)
     reply.commit()
     await reply.wait_closed()
     assert reply.error is None
@@ -133,28 +122,3 @@ async def test_without_first_piece_words_the_first_piece_is_a_whole_sentence(
         "A baby dog is called a puppy and it loves to play.",
         "Puppies sleep most of the day.",
     ]
-
-
-async def test_later_pieces_are_voiced_as_playback_needs_them(
-    llm: ChatClient, piper: PiperTTS
-) -> None:
-    output = fake_clock_output()
-    reply = reply_to(llm, piper, output, first_piece_words=5, tts_lead_ms=500)
-    reply.commit()
-    await reply.ready
-    await asyncio.sleep(1)  # the LLM and Piper would have voiced the whole answer by now
-    assert pieces(reply) == ["A baby dog is called"]
-    assert output.queued_ms > 500
-
-    for _ in range(10_000):  # play it out
-        if reply.finished and not output.pending:
-            break
-        await output.recv()
-        await asyncio.sleep(0.001)
-    assert reply.finished and reply.error is None
-    assert pieces(reply) == [
-        "A baby dog is called",
-        "a puppy and it loves to play.",
-        "Puppies sleep most of the day.",
-    ]
-    assert reply.heard_text() == ANSWER

@@ -159,14 +159,6 @@ class RuntimeSettings(BaseSettings):
         description="The answer's first piece of speech ends after this many words if no "
         "sentence or clause has ended by then; 0: whole sentences and clauses only.",
     )
-    tts_lead_ms: int = Field(
-        2000,
-        ge=0,
-        description="An answer's later pieces are voiced once the audio queued ahead of them "
-        "is shorter than this: on shared cores the rest of an answer is not made at once, "
-        "beside other sessions' first audio, nor the unheard rest of an interrupted one. "
-        "0: each piece as soon as the LLM has written it.",
-    )
 
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     endpoint_min_ms: int = Field(400, ge=100)

@@ -427,7 +427,6 @@ class Conversation:
             history=self.history,
             llm=self._services.llm,
             llm_slot=self.llm_slot,
-            tts_lead_ms=self._settings.tts_lead_ms,
             tts=self._services.tts,
             voice=self._voice,
             output=self._output,

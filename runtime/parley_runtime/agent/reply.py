@@ -80,7 +80,6 @@ class Reply:
         brief_max_tokens_factor: float = 0.7,
         first_piece_words: int = 0,
         llm_slot: int | None = None,
-        tts_lead_ms: int = 0,
     ) -> None:
         self._transcribe = transcribe
         self._first_piece_words = first_piece_words
@@ -90,7 +89,6 @@ class Reply:
         self._history = history
         self._llm = llm
         self._llm_slot = llm_slot
-        self._tts_lead_ms = tts_lead_ms
         self._tts = tts
         self._voice = voice
         self._output = output
@@ -239,8 +237,6 @@ class Reply:
         first_of_reply = not self.segments
         if not first_of_reply:
             await self._committed.wait()
-            if self._tts_lead_ms:
-                await self._output.wait_queued_at_most(self._tts_lead_ms)
         after_seam = bool(self.segments) and ends_mid_phrase(self.segments[-1].text)
         segment = PlaybackSegment(sentence)
         self.segments.append(segment)

@@ -22,7 +22,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from parley.pcm import OUTPUT_FRAME_MS, OUTPUT_FRAME_SAMPLES
+from parley.pcm import OUTPUT_FRAME_SAMPLES
 from parley_runtime.audio.pacing import FramePacer, audio_frame
 
 _SILENCE = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16)
@@ -75,8 +75,6 @@ class AgentAudioOutput(MediaStreamTrack):
         super().__init__()
         self._pacer = FramePacer(clock, sleep)
         self._queue: deque[_Frame | _Mark] = deque()
-        self._queued_frames = 0
-        self._sent = asyncio.Event()  # set whenever queued audio leaves or is cleared
         self._remainder = np.zeros(0, dtype=np.int16)
         self._paused = False
         self._on_silenced: Callable[[float], None] | None = None
@@ -93,7 +91,6 @@ class AgentAudioOutput(MediaStreamTrack):
         whole = len(pcm) // OUTPUT_FRAME_SAMPLES * OUTPUT_FRAME_SAMPLES
         for start in range(0, whole, OUTPUT_FRAME_SAMPLES):
             self._queue.append(_Frame(pcm[start : start + OUTPUT_FRAME_SAMPLES], segment))
-            self._queued_frames += 1
             if segment is not None:
                 segment.frames += 1
         self._remainder = pcm[whole:]
@@ -125,8 +122,6 @@ class AgentAudioOutput(MediaStreamTrack):
     def clear(self) -> None:
         """Drop everything queued (marks included) and un-pause."""
         self._queue.clear()
-        self._queued_frames = 0
-        self._sent.set()
         self._remainder = np.zeros(0, dtype=np.int16)
         self.resume()
 
@@ -137,17 +132,6 @@ class AgentAudioOutput(MediaStreamTrack):
     @property
     def pending(self) -> bool:
         return bool(self._queue)
-
-    @property
-    def queued_ms(self) -> int:
-        """Audio queued and not yet sent."""
-        return self._queued_frames * OUTPUT_FRAME_MS
-
-    async def wait_queued_at_most(self, ms: int) -> None:
-        """Return once no more than `ms` of audio is queued."""
-        while self.queued_ms > ms:
-            self._sent.clear()
-            await self._sent.wait()
 
     # -- aiortc ---------------------------------------------------------------------------
 
@@ -182,8 +166,6 @@ class AgentAudioOutput(MediaStreamTrack):
             if isinstance(item, _Mark):
                 item.callback()
                 continue
-            self._queued_frames -= 1
-            self._sent.set()
             if item.segment is not None:
                 item.segment.played += 1
                 if item.segment.first_played_at is None:
