@@ -158,13 +158,13 @@ class Conversation:
         self._barge_in_ms: float | None = None
         self.turns = 0
         #: This session's slot of the LLM server while it runs (`SlotPool`).
-        self.llm_slot: int | None = None
+        self._llm_slot: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._set_state(ConversationState.LISTENING)
-        self.llm_slot = self._services.llm_slots.take()
+        self._llm_slot = self._services.llm_slots.take()
         if self._settings.llm_prefill:
             self._prefill = asyncio.create_task(self._prefill_llm(), name="prefill")
 
@@ -173,7 +173,7 @@ class Conversation:
         now takes it off the first turn's latency (the embedded LLM's first token, 240–370 ms
         without, 90 ms with, on 2 cores)."""
         try:
-            await self._services.llm.prefill(self.history.messages("")[:1], self.llm_slot)
+            await self._services.llm.prefill(self.history.messages("")[:1], self._llm_slot)
         except LLMError as exc:
             log.info("the LLM server could not read the system prompt ahead: %s", exc)
 
@@ -202,7 +202,7 @@ class Conversation:
             if isinstance(result, Exception):
                 log.error("a conversation task failed before it was closed", exc_info=result)
         # Only now: no request of this session is left to run in the slot.
-        slot, self.llm_slot = self.llm_slot, None
+        slot, self._llm_slot = self._llm_slot, None
         self._services.llm_slots.give_back(slot)
 
     # -- audio in -------------------------------------------------------------------------
@@ -426,7 +426,7 @@ class Conversation:
             prefix=prefix,
             history=self.history,
             llm=self._services.llm,
-            llm_slot=self.llm_slot,
+            llm_slot=self._llm_slot,
             tts=self._services.tts,
             voice=self._voice,
             output=self._output,

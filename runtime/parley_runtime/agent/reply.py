@@ -8,7 +8,8 @@ its first words: `SentenceChunker`): the rest would be work thrown away whenever
 resumes speaking.
 
 A `brief` reply (the pod is under backpressure, level BRIEF or above) asks the LLM for fewer
-tokens and adds a brevity instruction for this turn; the audio itself is never degraded.
+tokens and adds a brevity instruction after the user's words (`asked`, which the history
+keeps); the audio itself is never degraded.
 """
 
 from __future__ import annotations

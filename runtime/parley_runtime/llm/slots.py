@@ -4,7 +4,7 @@ llama-server holds one conversation's KV cache per slot and gives a request the 
 whose cache shares most of its prompt. A session whose own slot is still busy (a dropped
 speculation or an interrupted answer it has not yet noticed) takes another session's slot, and
 both conversations must then be read again: about a second on 2 cores, on that session's next
-turn (docs/benchmarks.md, runs 16–23). A request that names its session's slot (`id_slot`)
+turn (docs/benchmarks.md, runs 16–30). A request that names its session's slot (`id_slot`)
 waits for that slot instead. vLLM has no slots: its prefix cache is shared by every request.
 """
 
