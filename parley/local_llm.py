@@ -112,6 +112,12 @@ class LLMServer:
             "--no-webui",
         ]
 
+    @property
+    def pid(self) -> int:
+        """The server's process id, also its process group's (it starts a session)."""
+        assert self._process is not None
+        return self._process.pid
+
     def start(self, timeout_s: float = 120) -> None:
         command = self.command()
         LOG_DIR.mkdir(parents=True, exist_ok=True)

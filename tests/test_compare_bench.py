@@ -20,6 +20,8 @@ import io
 import json
 import random
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,8 @@ from parley.cli import main
 from parley.pcm import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE
 from parley_bench import latency, soak
 from parley_bench.compare.by_ear import speech_end
-from parley_bench.compare.report import format_table, ratios, stack_summary
+from parley_bench.compare.cpu import CpuSample, cpu_use
+from parley_bench.compare.report import cpu_line, format_table, ratios, stack_summary
 from parley_bench.compare.script import (
     INTERRUPTIONS,
     LONG_REQUESTS,
@@ -48,6 +51,7 @@ from parley_bench.compare.session import idle_after
 from parley_bench.compare.stacks import stack_server
 from parley_bench.compare.voices import SLOW_SPEAKERS, SPEAKERS, Speaker, spoken
 from parley_bench.peer import SMALL_WEBRTC_SIGNALLING, Peer, ScriptedMicrophone, voiced_span
+from parley_bench.proc import group_cpu_seconds
 from tests.support.runtime_host import RunningApp
 from tests.support.threaded_server import ThreadedServer
 
@@ -244,6 +248,50 @@ def test_the_table_shows_both_stacks_the_ratio_a_failed_stack_and_parleys_stages
     assert "pipecat  did not run: pip failed" in failed and "Parley/Pipecat" not in failed
 
 
+def test_cpu_use_is_cores_per_party_and_the_machines_busy_share() -> None:
+    before = CpuSample(10.0, {"stack": 5.0, "client": 1.0}, 100.0, 400.0, 2)
+    after = CpuSample(20.0, {"stack": 17.0, "client": 4.0}, 118.0, 420.0, 2)
+    use = cpu_use(before, after)
+    assert use == {
+        "stack": 1.2,
+        "client": 0.3,
+        "machine_busy_share": 0.9,
+        "machine_cores": 2,
+    }
+    assert cpu_line(use) == "used cores: stack 1.20, client 0.30 of 2; machine 90% busy"
+
+
+def test_a_process_groups_cpu_time_counts_every_process_in_it(tmp_path: Path) -> None:
+    """A server started in its own session that starts a child: both burn CPU, and both count,
+    also once the child has exited."""
+    script = tmp_path / "burn.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "def burn(seconds):\n"
+        "    end = time.process_time() + seconds\n"
+        "    while time.process_time() < end:\n"
+        "        pass\n"
+        "if sys.argv[1:] == ['child']:\n"
+        "    burn(0.6)\n"
+        "else:\n"
+        "    subprocess.run([sys.executable, __file__, 'child'], check=True)\n"
+        "    burn(0.6)\n"
+        "    print('done', flush=True)\n"
+        "    time.sleep(30)\n"
+    )
+    group = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert group.stdout is not None and group.stdout.readline() == b"done\n"
+        # Both burns, once each: the exited child's time through its parent; nothing of
+        # other groups (the suite's own process alone has used more than the margin).
+        assert 1.2 <= group_cpu_seconds(group.pid) < 1.2 + 0.5
+    finally:
+        group.kill()
+        group.wait()
+
+
 def test_an_unknown_stack_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown stack"):
         stack_server("livekit", "http://127.0.0.1:1/v1", 0, 0, print)
@@ -359,6 +407,10 @@ def test_a_short_compare_run_measures_parley_by_ear(runtime: RunningApp, tmp_pat
     summary = parley["summary"]
     assert summary["v2v_ms"]["n"] == 1 and summary["stages_ms"]["asr_ms"]["n"] == 1
     assert report["parley_over_pipecat"] is None  # one stack: nothing to divide by
+    used = summary["cpu_cores"]
+    assert used["client"] > 0 and 0 < used["machine_busy_share"] <= 1
+    assert "stack" not in used and "llm_server" not in used  # given by URL: not started here
+    assert "parley used cores: client " in stdout
     assert "parley s1 turn 1/2" in stdout and "parley s1 turn 2/2" in stdout
     assert report["table"] in stdout and "Parley's stages" in stdout
 

@@ -209,10 +209,12 @@ def test_a_short_soak_measures_real_turns(soak_run: SoakRun) -> None:
     assert summary["latency"]["all"]["v2v"]["n"] > 0
     connections = summary["connections"]
     assert connections["rejected"] == 0 and connections["cut"] == 0
-    # Calls of 9-15 s in 35 s: each session hung up and dialled again at least once; every
-    # call but the two open at the end was hung up by the client.
+    # Calls of 9-15 s in 35 s: each session hung up and dialled again at least once. Every call
+    # was hung up by the client or still open when the run ended (none, if a session hung up
+    # just before the end).
     assert connections["hung_up"] >= 2
-    assert connections["opened"] - connections["hung_up"] == 2
+    assert connections["opened"] == connections["hung_up"] + connections["open_at_end"]
+    assert connections["open_at_end"] <= 2
     assert summary["scos"]["scrapes"] > 0 and summary["scos"]["last"]["capacity"] >= 2
     assert "[soak]" in soak_run.stderr and "sessions" in soak_run.stderr
 

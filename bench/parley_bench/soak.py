@@ -510,8 +510,7 @@ class Soak:
             idle = active * (1 - duty) / duty * rng.uniform(0.8, 1.2)
             if min(idle, left()) > 0 and await self._idle(connection, min(idle, left())):
                 return
-        if self._remaining() > 0:
-            self.tally.connections["hung_up"] += 1
+        self.tally.connections["hung_up" if self._remaining() > 0 else "open_at_end"] += 1
 
     async def _idle(self, connection: _Connection, seconds: float) -> bool:
         """Stay silent for `seconds`; True when the server ended the session meanwhile."""
@@ -618,7 +617,8 @@ class Soak:
             "errors": dict(t.errors.most_common()),
             "error_rate": error_rate,
             "connections": {
-                k: t.connections[k] for k in ("opened", "hung_up", "rejected", "failed", "cut")
+                k: t.connections[k]
+                for k in ("opened", "hung_up", "open_at_end", "rejected", "failed", "cut")
             },
             "client_loop_lag_p95_ms": self.lag.p95_ms(),
             "scos": scos.summary(),

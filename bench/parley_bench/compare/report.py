@@ -82,6 +82,15 @@ def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def cpu_line(use: dict[str, float]) -> str:
+    """E.g. "used cores: stack 1.21, llm_server 0.35, client 0.30 of 2; machine 93 % busy"."""
+    parties = ", ".join(f"{k} {v:.2f}" for k, v in use.items() if not k.startswith("machine_"))
+    return (
+        f"used cores: {parties} of {use['machine_cores']:.0f}; "
+        f"machine {use['machine_busy_share']:.0%} busy"
+    )
+
+
 def format_table(summaries: dict[str, dict[str, Any]], compared: dict[str, Any] | None) -> str:
     """The result table, then the ratios (when both stacks ran), then Parley's stages."""
     header = (
@@ -101,6 +110,9 @@ def format_table(summaries: dict[str, dict[str, Any]], compared: dict[str, Any] 
             f"{o['no_answer']:>10}{o['nothing_to_interrupt']:>21}{o['not_stopped']:>12}"
             f"{s['talked_over']:>12}"
         )
+    for name, s in summaries.items():
+        if "cpu_cores" in s:
+            lines.append(f"{name} {cpu_line(s['cpu_cores'])}")
     for name, s in summaries.items():
         if s.get("server_errors"):
             said = ", ".join(f"{code} x{count}" for code, count in s["server_errors"].items())

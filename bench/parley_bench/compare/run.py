@@ -23,6 +23,7 @@ from typing import Any
 
 from parley.local_llm import LLMServer
 from parley_bench.child_server import ChildServer, free_port
+from parley_bench.compare.cpu import CpuMeter, cpu_use
 from parley_bench.compare.report import format_table, ratios, stack_summary
 from parley_bench.compare.script import SPEAKER_SETS, Speakers, Turn, conversation, lines
 from parley_bench.compare.session import converse
@@ -109,12 +110,13 @@ async def _play(
 
 def _measure(
     stack: str,
-    llm_url: str | None,
-    llm_slots: int,
+    llm: LLMServer | None,
     scripts: list[list[Turn]],
     options: CompareOptions,
 ) -> dict[str, Any]:
     """Start `stack` (unless it is given by URL), play the scripts, stop it."""
+    llm_url = options.llm_url or (llm.url if llm else None)
+    llm_slots = llm.slots if llm else 0  # a server given by URL: its slots are unknown
     server: ChildServer | None = None
     if stack == "parley" and options.parley_url:
         url = options.parley_url.rstrip("/")
@@ -125,10 +127,16 @@ def _measure(
         progress(f"{stack}: starting {server.url} (log {server.log_path})")
         server.start(START_TIMEOUT_S)
         url = server.url
+    groups = {"stack": server.pid} if server else {}
+    if llm is not None:
+        groups["llm_server"] = llm.pid
+    meter = CpuMeter(groups)
     load_before = os.getloadavg()
     started = time.monotonic()
     try:
+        before = meter.sample()
         outcomes = asyncio.run(_play(stack, url, scripts, options))
+        used = cpu_use(before, meter.sample())
     finally:
         if server is not None:
             server.stop()
@@ -141,7 +149,7 @@ def _measure(
         "elapsed_s": round(time.monotonic() - started, 1),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "session_failures": failures,
-        "summary": stack_summary(records),
+        "summary": stack_summary(records) | {"cpu_cores": used},
         "turns": records,
     }
 
@@ -174,11 +182,9 @@ def compare(options: CompareOptions) -> dict[str, Any]:
     try:
         if llm is not None:
             llm.start()
-        llm_url = options.llm_url or (llm.url if llm else None)
-        llm_slots = llm.slots if llm else 0  # a server given by URL: its slots are unknown
         for stack in options.stacks:
             try:
-                report["stacks"][stack] = _measure(stack, llm_url, llm_slots, scripts, options)
+                report["stacks"][stack] = _measure(stack, llm, scripts, options)
             except RuntimeError as exc:  # could not start (or install) the stack
                 progress(f"{stack}: did not run: {exc}")
                 report["stacks"][stack] = {"error": str(exc).splitlines()[0]}
