@@ -20,6 +20,11 @@ from tests.support.scripted_llm import ScriptedLLMServer
 from tests.support.talk import turn
 
 QUESTION = [{"role": "user", "content": "Name an animal that lives in the sea."}]
+#: Long enough for a partial transcript while they are spoken.
+LONG_QUESTIONS = (
+    "Could you tell me which river runs through the middle of Paris?",
+    "And which mountains lie on the border between France and Spain?",
+)
 
 
 async def answer(client: ChatClient) -> str:
@@ -87,16 +92,19 @@ async def test_the_same_seed_samples_the_same_answer(llm_url: str) -> None:
     assert len(answers) == 1 and answers.pop().strip()
 
 
-async def test_a_prefill_spares_the_first_question_the_system_prompt(llm_url: str) -> None:
-    """Against llama.cpp: the question after a prefill reads only what follows the system
-    prompt; the same question after a system prompt the server never saw reads it all."""
+async def test_a_prefill_spares_the_question_what_the_server_has_read(llm_url: str) -> None:
+    """Against llama.cpp: the question after a prefill of the system prompt reads only what
+    follows it, and after a prefill that also had the question's first words (a partial
+    transcript), less again; after a system prompt the server never saw, it reads it all."""
+    question = QUESTION[0]["content"]
 
-    async def tokens_read(system: str, prefill: bool) -> int:
+    async def tokens_read(system: str, read_ahead: str | None) -> int:
         messages = [{"role": "system", "content": system}]
         client = ChatClient(llm_url, LLM_MODEL_NAME)
         try:
-            if prefill:
-                await client.prefill(messages)
+            if read_ahead is not None:
+                words = [{"role": "user", "content": read_ahead}] if read_ahead else []
+                await client.prefill([*messages, *words])
             async with httpx.AsyncClient(base_url=llm_url, timeout=30) as http:
                 body = {"messages": [*messages, *QUESTION], "max_tokens": 1}
                 answer = (await http.post("/chat/completions", json=body)).json()
@@ -104,35 +112,49 @@ async def test_a_prefill_spares_the_first_question_the_system_prompt(llm_url: st
             await client.aclose()
         return int(answer["timings"]["prompt_n"])
 
-    def system(nonce: str) -> str:
+    def system() -> str:
+        nonce = uuid.uuid4().hex
         return f"You are assistant {nonce}. Answer in one short sentence, plainly and politely."
 
-    cold = await tokens_read(system(uuid.uuid4().hex), prefill=False)
-    warm = await tokens_read(system(uuid.uuid4().hex), prefill=True)
-    assert warm < cold / 2, (warm, cold)
+    cold = await tokens_read(system(), read_ahead=None)
+    warm = await tokens_read(system(), read_ahead="")
+    partial = await tokens_read(system(), read_ahead=" ".join(question.split()[:4]))
+    assert partial < warm < cold / 2, (partial, warm, cold)
 
 
-async def test_a_session_prefills_its_system_prompt_when_it_starts(
+async def test_a_session_has_the_llm_read_ahead_of_each_turn(
     runtime_host: RuntimeHost, scripted_llm: ScriptedLLMServer
 ) -> None:
+    """With `llm_prefill`: the system prompt when the session starts, then at each partial
+    transcript the request the turn will make, as far as the user's words go so far: the
+    same conversation before them (the first turn as heard, in the second). Without: none."""
     for prefill in (True, False):
         app = runtime_host.start(llm_url=scripted_llm.url, llm_prefill=prefill)
-        before = len(scripted_llm.script.prefills)
+        before = (len(scripted_llm.script.prefills), len(scripted_llm.script.bodies))
         peer = Peer(app.url)
         try:
             await peer.connect()
-            await peer.agent.wait_voiced_after(await turn(peer), 10)
+            for question in (LONG_QUESTIONS[0], LONG_QUESTIONS[1]):
+                await peer.agent.wait_voiced_after(await turn(peer, question), 10)
         finally:
             await peer.close()
             runtime_host.stop(app)
-        prefills = scripted_llm.script.prefills[before:]
+        prefills = scripted_llm.script.prefills[before[0] :]
         if not prefill:
             assert prefills == []
             continue
         system_prompt = app.app.state.settings.system_prompt
-        (body,) = prefills
-        assert body["messages"] == [{"role": "system", "content": system_prompt}]
-        assert body["max_tokens"] == 1
+        assert prefills[0]["messages"] == [{"role": "system", "content": system_prompt}]
+        assert all(body["max_tokens"] == 1 for body in prefills)
+        partials = [
+            e["text"] for _, e in peer.events if e["type"] == "transcript" and not e["final"]
+        ]
+        assert len(partials) >= 2, partials  # at least one a question
+        read_ahead = [body["messages"] for body in prefills[1:]]
+        assert [m[-1] for m in read_ahead] == [{"role": "user", "content": p} for p in partials]
+        last_request = scripted_llm.script.bodies[before[1] :][-1]["messages"]
+        assert len(last_request) == 4  # the system prompt, the first turn, the question
+        assert read_ahead[-1][:-1] == last_request[:-1]
 
 
 def test_a_slot_pool_lends_its_lowest_free_slot_and_none_once_all_are_out() -> None:
@@ -208,13 +230,15 @@ async def test_each_session_keeps_its_own_llm_slot_until_it_ends(
         slots = [body.get("id_slot") for body in await prefills(scripted_llm, before, 3)]
         assert sorted(slots, key=lambda slot: (slot is None, slot)) == [0, 1, None]
 
-        await peers[1].agent.wait_voiced_after(await turn(peers[1]), 10)
+        await peers[1].agent.wait_voiced_after(await turn(peers[1], LONG_QUESTIONS[0]), 10)
         assert scripted_llm.script.bodies[-1]["id_slot"] == 1
+        read_ahead = scripted_llm.script.prefills[before + 3 :]
+        assert read_ahead and {body["id_slot"] for body in read_ahead} == {1}
 
         await peers[0].close()  # its slot is lent again
         peers[0] = Peer(app.url)
         await peers[0].connect()
-        (again,) = await prefills(scripted_llm, before + 3, 1)
+        (again,) = await prefills(scripted_llm, before + 3 + len(read_ahead), 1)
         assert again["id_slot"] == 0
     finally:
         for peer in peers:

@@ -142,8 +142,10 @@ class RuntimeSettings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm_prefill: bool = Field(
         True,
-        description="Send the system prompt when a session starts, so the LLM server has read "
-        "it before the first question (one extra 1-token request per session).",
+        description="Have the LLM server read ahead in the session's slot: the system prompt "
+        "when the session starts, and the conversation up to the user's words at each partial "
+        "transcript, so the request at the end of a turn reads only the rest of the question "
+        "(1-token requests).",
     )
     history_token_budget: int = Field(8192, ge=256)
     history_rollover_tokens: int = Field(7500, ge=128)

@@ -65,6 +65,12 @@ def _ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000, 1)
 
 
+def user_turn(carried_over: str, transcript: str) -> str:
+    """The user's words as the LLM is asked them: what an interruption carried over from the
+    turn before it, then the transcript."""
+    return " ".join(part for part in (carried_over, transcript) if part).strip()
+
+
 class Reply:
     def __init__(
         self,
@@ -184,7 +190,7 @@ class Reply:
         started = time.monotonic()
         text = await self._transcribe()
         self.asr_ms = _ms(started)
-        self.user_text = " ".join(part for part in (self._prefix, text) if part).strip()
+        self.user_text = user_turn(self._prefix, text)
         self.asked = f"{self.user_text}\n\n{BRIEF_INSTRUCTION}" if self.brief else self.user_text
         self.transcript.set_result(self.user_text)
         if not text:
