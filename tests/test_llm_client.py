@@ -17,14 +17,9 @@ from parley_runtime.config import DEFAULT_SYSTEM_PROMPT, RuntimeSettings
 from parley_runtime.llm import ChatClient, SlotPool
 from tests.support.runtime_host import RuntimeHost
 from tests.support.scripted_llm import ScriptedLLMServer
-from tests.support.talk import turn
+from tests.support.talk import LONG_QUESTIONS, turn
 
 QUESTION = [{"role": "user", "content": "Name an animal that lives in the sea."}]
-#: Long enough for a partial transcript while they are spoken.
-LONG_QUESTIONS = (
-    "Could you tell me which river runs through the middle of Paris?",
-    "And which mountains lie on the border between France and Spain?",
-)
 
 
 async def answer(client: ChatClient) -> str:

@@ -24,7 +24,7 @@ from parley_bench.peer import Peer
 from parley_runtime.config import BRIEF_INSTRUCTION
 from tests.support.runtime_host import RunningApp, RuntimeHost, free_port
 from tests.support.scripted_llm import ScriptedLLMServer
-from tests.support.talk import turn
+from tests.support.talk import LONG_QUESTIONS, turn
 
 pytestmark = pytest.mark.e2e
 
@@ -172,8 +172,12 @@ async def test_backpressure_climbs_in_order_with_each_effect_then_recovers(
         summary = await wait_level(ladder.url, BackpressureLevel.BRIEF)
         assert "sessions 2/5 >= 40% of capacity" in summary.backpressure.reasons
         normal_max_tokens = ladder.app.state.settings.llm_max_tokens
-        asked = await turn(first)
+        read_ahead, asking = len(scripted_llm.script.prefills), time.monotonic()
+        asked = await turn(first, LONG_QUESTIONS[0])
         body = scripted_llm.script.bodies[-1]
+        said = [e for at, e in first.events if at > asking and e["type"] == "transcript"]
+        partials = [e for e in said if not e["final"]]
+        assert partials and len(scripted_llm.script.prefills) == read_ahead, "no read-ahead"
         assert isinstance(body["max_tokens"], int) and body["max_tokens"] < normal_max_tokens
         system, *_, question = body["messages"]  # type: ignore[misc]
         assert system["content"] == ladder.app.state.settings.system_prompt

@@ -8,6 +8,11 @@ from parley_bench.peer import Peer
 from parley_bench.speech import silence, speech
 
 QUESTION = "What is the capital of France?"
+#: Long enough for a partial transcript while each is spoken.
+LONG_QUESTIONS = (
+    "Could you tell me which river runs through the middle of Paris?",
+    "And which mountains lie on the border between France and Spain?",
+)
 
 
 async def turn(peer: Peer, question: str = QUESTION, timeout: float = 30) -> float:

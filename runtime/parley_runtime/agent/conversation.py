@@ -7,7 +7,8 @@ barge-in, trim history to what was heard, and
 reset a turn whose first audio misses the turn deadline (nothing partial is ever spoken).
 
 It reads the pod's backpressure level at the start of each reply (level BRIEF and above ask
-for shorter answers) and reports every turn's outcome and latencies to its observers.
+for shorter answers, and stop the LLM server reading turns ahead at their partial transcripts)
+and reports every turn's outcome and latencies to its observers.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ _PREROLL_MS = 300
 #: the user was cut off, not interrupting: the answer has barely begun.
 _CUT_OFF_WINDOW_MS = 1000
 _PARTIAL_MIN_MS = 800
+#: From this backpressure level on, the LLM server is not asked to read a turn ahead at its
+#: partial transcripts: on busy cores the extra reading (each read-ahead ends in a token and
+#: the template's closing lines, which the final request reads again) slowed the other
+#: sessions' answers more than it sped this one's (docs/benchmarks.md, runs 34-38).
+_BUSY = BackpressureLevel.BRIEF
 #: What an interrupted, unheard question carries into the next turn, at most (its end). Speech
 #: that never stops (a television) would otherwise pile up there, turn after capped turn.
 _CARRY_OVER_MAX_CHARS = 2000
@@ -84,7 +90,7 @@ class Services:
     llm: ChatClient
     #: The LLM server's slots, one kept by each session (none: the server chooses).
     llm_slots: SlotPool = field(default_factory=lambda: SlotPool(0))
-    #: The pod's backpressure level, read when a reply starts.
+    #: The pod's backpressure level, read when a reply starts and at partial transcripts.
     backpressure: Callable[[], BackpressureLevel] = field(default=lambda: BackpressureLevel.NORMAL)
 
 
@@ -172,8 +178,9 @@ class Conversation:
         """Have the LLM server read the start of this session's next request now, in its
         slot, unless it is still reading the last one: the system prompt when the session
         starts (the embedded LLM's first token, 240–370 ms without, 90 ms with, on 2 cores),
-        and the conversation up to the user's words so far at each partial transcript, so
-        that the request at the end of the turn reads only the rest of the question."""
+        and, unless the pod is busy, the conversation up to the user's words so far at each
+        partial transcript, so that the request at the end of the turn reads only the rest
+        of the question."""
         if self._prefill is None or self._prefill.done():
             self._prefill = asyncio.create_task(self._prefill_llm(messages), name="prefill")
 
@@ -532,7 +539,7 @@ class Conversation:
         text = await self._services.asr.transcribe(audio, partial=True)
         if text and utterance_id == self._utterance_id and self._endpointer.active:
             self._events.send(transcript_event("user", text, final=False))
-            if self._settings.llm_prefill:
+            if self._settings.llm_prefill and self._services.backpressure() < _BUSY:
                 self._read_ahead(self.history.messages(user_turn(self._carry_over, text)))
 
     # -- plumbing -------------------------------------------------------------------------
