@@ -54,9 +54,11 @@ _PREROLL_MS = 300
 _CUT_OFF_WINDOW_MS = 1000
 _PARTIAL_MIN_MS = 800
 #: From this backpressure level on, the LLM server is not asked to read a turn ahead at its
-#: partial transcripts: on busy cores the extra reading (each read-ahead ends in a token and
-#: the template's closing lines, which the final request reads again) slowed the other
-#: sessions' answers more than it sped this one's (docs/benchmarks.md, runs 34-38).
+#: partial transcripts. Each read-ahead also reads a token and the template's closing lines,
+#: which the final request reads again: in a four-session run about as many prompt tokens as
+#: all the answers' requests together. That is speculative work a busy pod sheds, as it asks
+#: for shorter answers at this level; four-session runs with and without it did not tell
+#: apart (docs/benchmarks.md, runs 35-38).
 _BUSY = BackpressureLevel.BRIEF
 #: What an interrupted, unheard question carries into the next turn, at most (its end). Speech
 #: that never stops (a television) would otherwise pile up there, turn after capped turn.
