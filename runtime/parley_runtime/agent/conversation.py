@@ -55,8 +55,8 @@ _CUT_OFF_WINDOW_MS = 1000
 _PARTIAL_MIN_MS = 800
 #: From this backpressure level on, the LLM server is not asked to read a turn ahead at its
 #: partial transcripts. Each read-ahead also reads a token and the template's closing lines,
-#: which the final request reads again: in a four-session run about as many prompt tokens as
-#: all the answers' requests together. That is speculative work a busy pod sheds, as it asks
+#: which the final request reads again: in a four-session run twice the prompt tokens of all
+#: the answers' requests together. That is speculative work a busy pod sheds, as it asks
 #: for shorter answers at this level; four-session runs with and without it did not tell
 #: apart (docs/benchmarks.md, runs 35-38).
 _BUSY = BackpressureLevel.BRIEF
