@@ -125,16 +125,17 @@ async def test_a_session_has_the_llm_read_ahead_of_each_turn(
     same conversation before them (the first turn as heard, in the second). Without: none."""
     for prefill in (True, False):
         app = runtime_host.start(llm_url=scripted_llm.url, llm_prefill=prefill)
-        before = (len(scripted_llm.script.prefills), len(scripted_llm.script.bodies))
+        script = scripted_llm.script
+        prefills_before, bodies_before = len(script.prefills), len(script.bodies)
         peer = Peer(app.url)
         try:
             await peer.connect()
-            for question in (LONG_QUESTIONS[0], LONG_QUESTIONS[1]):
+            for question in LONG_QUESTIONS:
                 await peer.agent.wait_voiced_after(await turn(peer, question), 10)
         finally:
             await peer.close()
             runtime_host.stop(app)
-        prefills = scripted_llm.script.prefills[before[0] :]
+        prefills = script.prefills[prefills_before:]
         if not prefill:
             assert prefills == []
             continue
@@ -147,7 +148,7 @@ async def test_a_session_has_the_llm_read_ahead_of_each_turn(
         assert len(partials) >= 2, partials  # at least one a question
         read_ahead = [body["messages"] for body in prefills[1:]]
         assert [m[-1] for m in read_ahead] == [{"role": "user", "content": p} for p in partials]
-        last_request = scripted_llm.script.bodies[before[1] :][-1]["messages"]
+        last_request = script.bodies[bodies_before:][-1]["messages"]
         assert len(last_request) == 4  # the system prompt, the first turn, the question
         assert read_ahead[-1][:-1] == last_request[:-1]
 
